@@ -1,0 +1,44 @@
+# Abri: entry points for developers and CI. `make test` is what CI runs (.ci/run).
+
+STATE_DIR ?= .abri-dev
+HTTPS_ADDR ?= 127.0.0.1:8443
+HTTP_ADDR ?= 127.0.0.1:8080
+CARGO ?= cargo
+VENV ?= .venv
+PYTEST ?= $(VENV)/bin/pytest
+
+.PHONY: all run build lint unit system browser test deps
+
+all: build
+
+## run: build abrid and abri-provision, then run a development box (prints URL, name, claim code)
+run: build
+	./target/debug/abrid --dev --state-dir $(STATE_DIR) --https $(HTTPS_ADDR) --http $(HTTP_ADDR)
+
+## build: the two binaries the system and browser tests drive
+build:
+	$(CARGO) build -p abrid -p abri-provision
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## unit: every crate's own tests
+unit:
+	$(CARGO) test --workspace
+
+## system: pytest suites that run real abrid processes (tests/system)
+system:
+	$(PYTEST) tests/system -v -rs
+
+## browser: Debian's Chromium drives the console (tests/browser)
+browser:
+	node --test tests/browser/
+
+## deps: install test dependencies (apt packages, .venv, npm ci); quiet when done
+deps:
+	./scripts/install-test-deps.sh
+
+## test: everything CI checks
+test: deps lint unit build system browser

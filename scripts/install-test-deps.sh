@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs on a Debian 12 machine: system packages (only the missing
+# ones), a Python venv at .venv for the system tests, and the browser tests' npm packages.
+# Idempotent and quiet when everything is already there. Needs root for apt-get.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { echo "install-test-deps: $*"; }
+
+# --- Debian packages -------------------------------------------------------------------------
+want=(pkg-config libudev-dev python3-venv iproute2 chromium openssl curl)
+if ! command -v node >/dev/null 2>&1; then
+    want+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    want+=(npm)
+fi
+
+missing=()
+for pkg in "${want[@]}"; do
+    if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO="sudo"
+        else
+            say "need root to install: ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    say "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Python venv for tests/system --------------------------------------------------------------
+REQ="tests/system/requirements.txt"
+VENV=".venv"
+STAMP="$VENV/.requirements.sha256"
+req_sum="$(sha256sum "$REQ" | cut -d' ' -f1)"
+# Debian's own interpreter: python3-venv is installed for it.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY="$(command -v python3)"
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    say "creating Python venv $VENV"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$req_sum" ]; then
+    say "pip install -r $REQ"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+    echo "$req_sum" >"$STAMP"
+fi
+
+# --- npm packages for tests/browser ------------------------------------------------------------
+LOCK="tests/browser/package-lock.json"
+NSTAMP="tests/browser/node_modules/.lock.sha256"
+lock_sum="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+if [ ! -f "$NSTAMP" ] || [ "$(cat "$NSTAMP")" != "$lock_sum" ]; then
+    say "npm ci in tests/browser"
+    # playwright-core downloads no browser; the tests use Debian's /usr/bin/chromium.
+    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_sum" >"$NSTAMP"
+fi

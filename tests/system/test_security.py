@@ -1,0 +1,144 @@
+"""Bad input and attacks: CSRF, missing sessions, oversized bodies, API tokens, plain HTTP,
+malformed factory files."""
+
+import re
+import subprocess
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+from conftest import ABRID, HTTP_TIMEOUT, assert_error, free_port, make_factory, require_binaries
+
+
+def test_csrf_is_required_with_the_session_cookie(api):
+    before = api.get("plans/files").json()
+    body = {k: v for k, v in before.items() if k not in ("id", "kind")}
+    body["interval_hours"] = 7
+
+    r = api.put("plans/files", json=body, csrf=False)
+    assert_error(r, 403, "csrf")
+    r = api.put("plans/files", json=body, csrf=False, headers={"X-CSRF-Token": "forged-token"})
+    assert_error(r, 403, "csrf")
+    assert api.get("plans/files").json() == before
+
+    r = api.post("tokens", json={"name": "sneaky"}, csrf=False)
+    assert_error(r, 403, "csrf")
+    assert api.get("tokens").json() == []
+
+    r = api.post("account/password", csrf=False,
+                 json={"current_password": api.box.password, "new_password": "x" * 20})
+    assert_error(r, 403, "csrf")
+    r = api.put("account/language", csrf=False, json={"language": "en"})
+    assert_error(r, 403, "csrf")
+    # the real token does work
+    assert api.put("plans/files", json=body).status_code == 200
+
+
+def test_no_session_is_401(active_box):
+    for method, path, body in [("GET", "plans", None), ("GET", "box", None),
+                               ("GET", "account", None), ("GET", "settings/mail", None),
+                               ("PUT", "plans/files", {"interval_hours": 3}),
+                               ("POST", "tokens", {"name": "x"}), ("GET", "tokens", None)]:
+        assert_error(active_box.request(method, path, json=body), 401, "unauthenticated")
+    forged = {"Cookie": "abri_session=" + "a" * 43}
+    assert_error(active_box.get("account", headers=forged), 401, "unauthenticated")
+
+
+def test_body_over_64_kib_is_413(api):
+    before = api.get("plans/files").json()
+    body = {k: v for k, v in before.items() if k not in ("id", "kind")}
+    body["excludes"] = ["/x" + "y" * 1000 + str(i) for i in range(70)]  # ~70 KiB
+    r = api.put("plans/files", json=body)
+    assert_error(r, 413, "too_large")
+    assert api.get("plans/files").json() == before
+    # a body just under the limit is read (and then judged on its content)
+    body["excludes"] = ["/x" + "y" * 1000 + str(i) for i in range(50)]  # ~50 KiB
+    r = api.put("plans/files", json=body)
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_api_tokens(api):
+    box = api.box
+    r = api.post("tokens", json={"name": "monitoring"})
+    assert r.status_code in (200, 201), r.text
+    created = r.json()
+    token = created["token"]
+    assert created["name"] == "monitoring" and created["id"] and created["created"]
+    assert isinstance(token, str) and len(token) >= 20
+
+    listed = api.get("tokens").json()
+    assert [t["id"] for t in listed] == [created["id"]]
+    assert "token" not in listed[0], "the token is shown more than once"
+    assert token not in api.get("tokens").text
+
+    bearer = {"Authorization": f"Bearer {token}"}
+    r = box.get("plans", headers=bearer)
+    assert r.status_code == 200, r.text
+    # Bearer calls need no CSRF token
+    plan = box.get("plans/image", headers=bearer).json()
+    body = {k: v for k, v in plan.items() if k not in ("id", "kind")}
+    body["interval_hours"] = 24
+    r = box.request("PUT", "plans/image", json=body, headers=bearer)
+    assert r.status_code == 200, r.text
+    assert api.get("plans/image").json()["interval_hours"] == 24
+
+    assert_error(box.get("plans", headers={"Authorization": "Bearer " + token[:-2] + "zz"}),
+                 401, "unauthenticated")
+
+    r = api.delete(f"tokens/{created['id']}")
+    assert r.status_code == 204, r.text
+    assert_error(box.get("plans", headers=bearer), 401, "unauthenticated")
+    assert api.get("tokens").json() == []
+    assert_error(api.delete(f"tokens/{created['id']}"), 404, "not_found")
+
+
+def test_plain_http_only_redirects(box):
+    http = f"http://127.0.0.1:{box.http_port}"
+    for method, path in [("GET", "/"), ("GET", "/settings/plans"), ("GET", "/api/v1/status"),
+                         ("POST", "/api/v1/activate")]:
+        r = requests.request(method, http + path, allow_redirects=False, timeout=HTTP_TIMEOUT,
+                             json={"claim_code": box.claim_code} if method == "POST" else None)
+        assert r.status_code in (301, 302, 307, 308), f"{method} {path}: {r.status_code}"
+        loc = urlparse(r.headers["Location"])
+        assert loc.scheme == "https", r.headers["Location"]
+        assert loc.path == path, r.headers["Location"]
+        assert "claim" not in r.text and "fingerprint" not in r.text
+    # nothing was activated through plain HTTP
+    assert box.status()["activated"] is False
+
+
+def _bad_factories(tmp_path):
+    good = tmp_path / "good.toml"
+    make_factory(good)
+    text = good.read_text()
+    assert "claim_code_hash" in text, text
+    cases = {
+        "bad TOML": "format = 1\nclaim_code_hash = \"$argon2id$unterminated\n",
+        "unknown field": "colour = \"blue\"\n" + text,
+        "bad hash": re.sub(r'claim_code_hash\s*=\s*"[^"]*"', 'claim_code_hash = "plaintext-code"',
+                           text),
+    }
+    assert cases["bad hash"] != text
+    for what, content in cases.items():
+        f = tmp_path / (what.replace(" ", "-") + ".toml")
+        f.write_text(content)
+        yield what, f
+
+
+def test_malformed_factory_files_stop_abrid(tmp_path):
+    require_binaries()
+    for what, factory in _bad_factories(tmp_path):
+        state = tmp_path / ("state-" + factory.stem)
+        cmd = [str(ABRID), "--state-dir", str(state), "--https", f"127.0.0.1:{free_port()}",
+               "--http", f"127.0.0.1:{free_port()}", "--factory", str(factory),
+               "--mac", "52:54:00:12:ab:cd", "--dev", "--no-mdns"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{what}: abrid kept running with a malformed factory file")
+        assert proc.returncode != 0, f"{what}: abrid exited 0"
+        out = proc.stdout + proc.stderr
+        assert str(factory) in out or factory.name in out, f"{what}: message names no file: {out}"
+        created = sorted(str(p.relative_to(state)) for p in state.rglob("*")) if state.exists() else []
+        assert created == [], f"{what}: abrid created state: {created}"
