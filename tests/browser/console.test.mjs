@@ -1,0 +1,285 @@
+// The console in a real browser: Debian's Chromium driven by playwright-core, against a real
+// abrid (fresh state, its own ports) and a real SMTP server (aiosmtpd from the repo's .venv).
+// The page ids come from docs/api.md ("Console pages").
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const ABRID = path.join(ROOT, 'target', 'debug', 'abrid');
+const PROVISION = path.join(ROOT, 'target', 'debug', 'abri-provision');
+const PYTHON = path.join(ROOT, '.venv', 'bin', 'python');
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = path.join(ROOT, 'tests', 'artifacts', 'browser');
+const HOSTNAME = 'backup-abcd';
+const SENDER = 'backups@customer.example';
+const RECIPIENT = 'it@customer.example';
+const STEP_TIMEOUT = 20_000;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.setTimeout(1000);
+    s.on('connect', () => { s.destroy(); resolve(true); });
+    s.on('error', () => resolve(false));
+    s.on('timeout', () => { s.destroy(); resolve(false); });
+  });
+}
+
+function getJson(url, ca) {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { ca, timeout: 3000 }, (res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => {
+        try { resolve({ status: res.statusCode, json: JSON.parse(body) }); }
+        catch (e) { reject(new Error(`not JSON from ${url}: ${body.slice(0, 200)}`)); }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+// Everything the test starts, so `after` can always stop it.
+const env = { procs: [], browser: null };
+
+function startProcess(cmd, args, logFile) {
+  const log = fs.openSync(logFile, 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', log, log], detached: true });
+  fs.closeSync(log);
+  env.procs.push(child);
+  return child;
+}
+
+function killAll() {
+  for (const p of env.procs) {
+    if (p.exitCode === null && p.signalCode === null) {
+      try { process.kill(-p.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+  }
+}
+process.on('exit', killAll);
+
+let box; // { base, dir, maildir, claimCode, smtpPort, log }
+let page;
+let step = 0;
+
+async function shot(name) {
+  step += 1;
+  const file = path.join(SHOTS, `${String(step).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+}
+
+async function waitFor(what, fn, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) { last = e; }
+    await sleep(200);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
+
+before(async () => {
+  for (const f of [ABRID, PROVISION]) {
+    assert.ok(fs.existsSync(f), `missing ${f}: run \`make build\` first`);
+  }
+  assert.ok(fs.existsSync(PYTHON), `missing ${PYTHON}: run \`make deps\` first`);
+  assert.ok(fs.existsSync(CHROMIUM), `missing ${CHROMIUM}: apt-get install chromium (make deps)`);
+  fs.mkdirSync(SHOTS, { recursive: true });
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'abri-browser-'));
+  const factory = path.join(dir, 'factory.toml');
+  const made = JSON.parse(execFileSync(PROVISION, ['factory', '--out', factory, '--json'],
+    { encoding: 'utf8', timeout: 60_000 }));
+  assert.ok(made.claim_code, 'abri-provision factory --json gave no claim_code');
+
+  const smtpPort = await freePort();
+  const maildir = path.join(dir, 'maildir');
+  startProcess(PYTHON, ['-m', 'aiosmtpd', '-n', '-l', `127.0.0.1:${smtpPort}`,
+    '-c', 'aiosmtpd.handlers.Mailbox', maildir], path.join(dir, 'smtp.log'));
+  await waitFor('the SMTP server', () => canConnect(smtpPort), 20_000);
+
+  const httpsPort = await freePort();
+  const httpPort = await freePort();
+  const state = path.join(dir, 'state');
+  const log = path.join(dir, 'abrid.log');
+  const abrid = startProcess(ABRID, ['--state-dir', state, '--https', `127.0.0.1:${httpsPort}`,
+    '--http', `127.0.0.1:${httpPort}`, '--factory', factory, '--mac', '52:54:00:12:ab:cd',
+    '--dev', '--no-mdns'], log);
+  const base = `https://127.0.0.1:${httpsPort}`;
+  const caFile = path.join(state, 'tls', 'ca.pem');
+  await waitFor('abrid to answer /api/v1/status', async () => {
+    if (abrid.exitCode !== null) {
+      throw new Error(`abrid exited ${abrid.exitCode}: ${fs.readFileSync(log, 'utf8')}`);
+    }
+    if (!fs.existsSync(caFile)) return false;
+    const r = await getJson(`${base}/api/v1/status`, fs.readFileSync(caFile));
+    return r.status === 200;
+  }, 30_000).catch((e) => {
+    const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
+    throw new Error(`${e.message}\nabrid log:\n${text}`);
+  });
+  box = { base, dir, maildir, claimCode: made.claim_code, smtpPort, log };
+
+  env.browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 60_000,
+  });
+  const context = await env.browser.newContext({ ignoreHTTPSErrors: true });
+  page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  page.setDefaultNavigationTimeout(STEP_TIMEOUT);
+});
+
+after(async () => {
+  try {
+    if (env.browser) await env.browser.close();
+  } finally {
+    killAll();
+    if (box && process.env.ABRI_KEEP_TMP !== '1') {
+      fs.rmSync(box.dir, { recursive: true, force: true });
+    }
+  }
+});
+
+async function htmlLang() {
+  return page.evaluate(() => document.documentElement.lang);
+}
+
+async function flashOk(what) {
+  const flash = page.locator('#flash');
+  await flash.waitFor({ state: 'visible' });
+  const cls = (await flash.getAttribute('class')) || '';
+  const text = (await flash.textContent()) || '';
+  assert.ok(cls.split(/\s+/).includes('ok'), `${what}: #flash is "${cls}": ${text.trim()}`);
+}
+
+test('the console, from activation to a test mail', async (t) => {
+  let password;
+
+  await t.test('/ lands on the activation page', async () => {
+    await page.goto(`${box.base}/`);
+    await shot('root');
+    assert.match(new URL(page.url()).pathname, /^\/activate\/?$/);
+    await page.locator('#activate-form').waitFor({ state: 'visible' });
+    assert.match(await htmlLang(), /^(fr|en)$/);
+  });
+
+  await t.test('activation shows the password once', async () => {
+    await page.locator('#activate-form [name="claim_code"]').fill(box.claimCode);
+    await page.locator('#activate-submit').click();
+    const issued = page.locator('#issued-password');
+    await issued.waitFor({ state: 'visible' });
+    await shot('activated');
+    password = ((await issued.textContent()) || (await issued.inputValue().catch(() => ''))).trim();
+    assert.ok(password.length >= 12, `issued password too short: "${password}"`);
+  });
+
+  await t.test('login leads to the dashboard', async () => {
+    assert.ok(password, 'no password from the activation step');
+    await page.goto(`${box.base}/`);
+    assert.match(new URL(page.url()).pathname, /^\/login\/?$/, 'after activation / goes to /login');
+    await page.locator('#login-form [name="user"]').fill('admin');
+    await page.locator('#login-form [name="password"]').fill(password);
+    await page.locator('#login-submit').click();
+    await page.waitForURL((u) => u.pathname.startsWith('/dashboard'));
+    await shot('dashboard');
+    assert.equal((await page.locator('#box-hostname').textContent()).trim(), HOSTNAME);
+  });
+
+  await t.test('switching the language changes <html lang> and back', async () => {
+    const first = await htmlLang();
+    const other = first === 'fr' ? 'en' : 'fr';
+    for (const want of [other, first]) {
+      await page.locator('#language-form select[name="language"]').selectOption(want);
+      await page.locator('#language-submit').click();
+      await page.waitForFunction((l) => document.documentElement.lang === l, want);
+      await page.waitForLoadState('load');
+      await shot(`language-${want}`);
+      assert.equal(await htmlLang(), want);
+    }
+  });
+
+  await t.test('editing the files plan', async () => {
+    await page.locator('#nav-plans').click();
+    await page.locator('#plan-link-files').click();
+    await page.locator('#plan-form').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#plan-form [name="interval_hours"]').inputValue(), '5');
+    await page.locator('#plan-form [name="interval_hours"]').fill('6');
+    await shot('plan-edit');
+    await page.locator('#plan-save').click();
+    await page.waitForLoadState('load');
+    await flashOk('saving the plan');
+    await shot('plan-saved');
+    await page.reload();
+    assert.equal(await page.locator('#plan-form [name="interval_hours"]').inputValue(), '6');
+    const r = await page.request.get(`${box.base}/api/v1/plans/files`);
+    assert.equal(r.status(), 200);
+    assert.equal((await r.json()).interval_hours, 6);
+  });
+
+  await t.test('mail settings and a test mail that really arrives', async () => {
+    await page.locator('#nav-mail').click();
+    const form = page.locator('#mail-form');
+    await form.waitFor({ state: 'visible' });
+    await form.locator('[name="host"]').fill('127.0.0.1');
+    await form.locator('[name="port"]').fill(String(box.smtpPort));
+    const security = form.locator('[name="security"]');
+    const tag = await security.first().evaluate((el) => el.tagName.toLowerCase());
+    if (tag === 'select') await security.selectOption('none');
+    else await form.locator('[name="security"][value="none"]').check();
+    await form.locator('[name="sender"]').fill(SENDER);
+    await form.locator('[name="recipients"]').fill(RECIPIENT);
+    await shot('mail-form');
+    await page.locator('#mail-save').click();
+    await page.waitForLoadState('load');
+    await flashOk('saving the mail settings');
+    await shot('mail-saved');
+
+    await page.locator('#mail-test').click();
+    await page.waitForLoadState('load');
+    await flashOk('sending the test mail');
+    await shot('mail-test');
+
+    const newDir = path.join(box.maildir, 'new');
+    const file = await waitFor('a mail in the maildir', () => {
+      if (!fs.existsSync(newDir)) return null;
+      const files = fs.readdirSync(newDir);
+      return files.length ? path.join(newDir, files[0]) : null;
+    }, 20_000);
+    const mail = fs.readFileSync(file, 'utf8');
+    assert.ok(mail.includes(HOSTNAME), `the test mail does not name the box:\n${mail}`);
+    assert.ok(mail.includes(RECIPIENT), 'the test mail is not addressed to the recipient');
+  });
+});
