@@ -145,13 +145,12 @@ impl FactoryData {
         if let Some(domain) = &p.domain {
             check_domain(domain)?;
         }
-        if let Some(lang) = &p.language {
-            if lang != "fr" && lang != "en" {
+        if let Some(lang) = &p.language
+            && lang != "fr" && lang != "en" {
                 return Err(format!(
                     "partner.language {lang:?} must be \"fr\" or \"en\""
                 ));
             }
-        }
         if let Some(tz) = &p.timezone {
             let ok = !tz.is_empty()
                 && !tz.starts_with('/')

@@ -7,3 +7,4 @@
 pub mod api;
 pub mod mdns;
 pub mod pin;
+pub mod plan;

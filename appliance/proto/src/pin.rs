@@ -202,7 +202,7 @@ mod tests {
             !verify(
                 &fingerprint_of(&other_ca),
                 &leaf,
-                &[other_ca.clone()],
+                std::slice::from_ref(&other_ca),
                 "backup-abcd.local"
             ),
             "leaf not signed by pinned CA"

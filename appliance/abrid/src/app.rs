@@ -1,0 +1,90 @@
+//! The running box: everything request handlers and background tasks share.
+
+use crate::identity::BoxIdentity;
+use crate::state::{Activation, Db, Table};
+use crate::throttle::Throttle;
+use crate::tls::BoxCa;
+use abri_factory::FactoryData;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub struct App {
+    pub db: Db,
+    pub identity: BoxIdentity,
+    pub factory: FactoryData,
+    pub ca: BoxCa,
+    pub state_dir: PathBuf,
+    pub dev: bool,
+    pub started: Instant,
+    /// Claim-code attempts are throttled box-wide: there is one code to guess.
+    pub claim_throttle: Throttle,
+    /// Login attempts are throttled per client address.
+    pub login_throttle: Throttle,
+    pub addresses: RwLock<Vec<IpAddr>>,
+    pub announcer: Mutex<Option<abri_host::Announcer>>,
+}
+
+impl App {
+    pub fn new(
+        db: Db,
+        identity: BoxIdentity,
+        factory: FactoryData,
+        ca: BoxCa,
+        state_dir: PathBuf,
+        dev: bool,
+        addresses: Vec<IpAddr>,
+    ) -> App {
+        App {
+            db,
+            identity,
+            factory,
+            ca,
+            state_dir,
+            dev,
+            started: Instant::now(),
+            claim_throttle: Throttle::new(5, Duration::from_secs(30), Duration::from_secs(15 * 60)),
+            login_throttle: Throttle::new(5, Duration::from_secs(15), Duration::from_secs(15 * 60)),
+            addresses: RwLock::new(addresses),
+            announcer: Mutex::new(None),
+        }
+    }
+
+    pub fn is_activated(&self) -> Result<bool, crate::state::StateError> {
+        Ok(self
+            .db
+            .get::<Activation>(Table::Config, "activation")?
+            .is_some())
+    }
+
+    /// The console language before anyone logs in: the partner's, else French.
+    pub fn default_language(&self) -> &str {
+        self.factory.partner.language.as_deref().unwrap_or("fr")
+    }
+
+    pub fn status(&self) -> Result<abri_proto::api::Status, crate::state::StateError> {
+        Ok(abri_proto::api::Status {
+            hostname: self.identity.hostname.clone(),
+            fqdn: self.identity.fqdn.clone(),
+            fingerprint: self.ca.fingerprint().to_string(),
+            activated: self.is_activated()?,
+            version: VERSION.to_string(),
+        })
+    }
+
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.addresses.read().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    pub fn set_mdns_activated(&self) {
+        if let Ok(guard) = self.announcer.lock()
+            && let Some(announcer) = guard.as_ref()
+            && let Err(e) = announcer.set_activated(true)
+        {
+            tracing::warn!("cannot update the mDNS announcement: {e}");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! What can go wrong in a request, as the user should hear it. The HTTP layer maps each kind
+//! to a status and a stable code in one place (`http::error`).
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("the box is not activated yet: activate it with its claim code first")]
+    NotActivated,
+    #[error("the box is already activated")]
+    AlreadyActivated,
+    #[error("wrong claim code: check the code on the box's label")]
+    BadClaimCode,
+    #[error("too many failed attempts: try again in {} seconds", .0.as_secs().max(1))]
+    Throttled(Duration),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("missing or wrong CSRF token: reload the page and try again")]
+    Csrf,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the mail could not be sent: {0}")]
+    MailFailed(String),
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::state::StateError> for AppError {
+    fn from(e: crate::state::StateError) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

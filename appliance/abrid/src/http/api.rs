@@ -1,0 +1,289 @@
+//! `/api/v1`: the JSON API. Every handler is a thin shell over `accounts` and `settings`;
+//! errors become answers in `http::error`.
+
+use super::extract::{ApiJson, ApiUser, ClientAddr, SESSION_COOKIE, Via};
+use crate::accounts;
+use crate::app::App;
+use crate::boxinfo;
+use crate::errors::{AppError, AppResult};
+use crate::settings::{self, MailUpdate, MailView};
+use abri_proto::api::{ActivateRequest, IssuedPassword, LoginRequest, LoginResponse, Status};
+use abri_proto::plan::{Plan, PlanSettings};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+type AppState = State<Arc<App>>;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/activate", post(activate))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/account", get(account))
+        .route("/account/password", post(change_password))
+        .route("/account/language", put(set_language))
+        .route("/box", get(box_info))
+        .route("/settings/mail", get(mail).put(update_mail))
+        .route("/settings/mail/test", post(test_mail))
+        .route("/plans", get(plans))
+        .route("/plans/{id}", get(plan).put(update_plan))
+        .route("/tokens", get(tokens).post(create_token))
+        .route("/tokens/{id}", delete(delete_token))
+        .route("/audit", get(audit))
+        .route("/openapi.json", get(super::openapi::document))
+        .fallback(|| async { AppError::NotFound("API route".into()) })
+}
+
+async fn status(State(app): AppState) -> AppResult<Json<Status>> {
+    Ok(Json(app.status()?))
+}
+
+async fn activate(
+    State(app): AppState,
+    ApiJson(req): ApiJson<ActivateRequest>,
+) -> AppResult<Json<IssuedPassword>> {
+    Ok(Json(accounts::activate(&app, &req.claim_code).await?))
+}
+
+/// The `Set-Cookie` value of a session: HTTPS only, invisible to scripts, never cross-site.
+pub fn session_cookie(token: &str) -> String {
+    format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=604800")
+}
+
+pub fn clear_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+async fn login(
+    State(app): AppState,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> AppResult<Response> {
+    if !app.is_activated()? {
+        return Err(AppError::NotActivated);
+    }
+    let new = accounts::login(&app, &req.user, &req.password, &client).await?;
+    let mut response = Json(LoginResponse {
+        user: new.session.user,
+        csrf_token: new.session.csrf_token,
+        language: new.language,
+    })
+    .into_response();
+    set_cookie(response.headers_mut(), &session_cookie(&new.token));
+    Ok(response)
+}
+
+fn set_cookie(headers: &mut HeaderMap, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(header::SET_COOKIE, v);
+    }
+}
+
+async fn logout(State(app): AppState, user: ApiUser) -> AppResult<Response> {
+    if let Via::Session { key } = &user.via {
+        accounts::end_session(&app, key)?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    set_cookie(response.headers_mut(), &clear_cookie());
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct AccountView {
+    user: String,
+    language: String,
+    csrf_token: Option<String>,
+}
+
+async fn account(State(app): AppState, user: ApiUser) -> AppResult<Json<AccountView>> {
+    let record = accounts::user(&app, &user.name)?;
+    Ok(Json(AccountView {
+        user: record.name,
+        language: record.language,
+        csrf_token: user.csrf_token,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(app): AppState,
+    user: ApiUser,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> AppResult<StatusCode> {
+    let keep = match &user.via {
+        Via::Session { key } => Some(key.as_str()),
+        Via::Token => None,
+    };
+    accounts::change_password(
+        &app,
+        &user.name,
+        &req.current_password,
+        &req.new_password,
+        keep,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LanguageChange {
+    language: String,
+}
+
+async fn set_language(
+    State(app): AppState,
+    user: ApiUser,
+    ApiJson(req): ApiJson<LanguageChange>,
+) -> AppResult<StatusCode> {
+    accounts::set_language(&app, &user.name, &req.language)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn box_info(State(app): AppState, _user: ApiUser) -> AppResult<Json<boxinfo::BoxInfo>> {
+    Ok(Json(boxinfo::box_info(&app)?))
+}
+
+async fn mail(State(app): AppState, _user: ApiUser) -> Json<MailView> {
+    Json(settings::mail_view(&app))
+}
+
+async fn update_mail(
+    State(app): AppState,
+    user: ApiUser,
+    ApiJson(update): ApiJson<MailUpdate>,
+) -> AppResult<Json<MailView>> {
+    Ok(Json(settings::update_mail(&app, &user.name, update)?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TestMail {
+    #[serde(default)]
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TestMailSent {
+    sent: bool,
+    recipients: Vec<String>,
+}
+
+async fn test_mail(
+    State(app): AppState,
+    user: ApiUser,
+    body: axum::body::Bytes,
+) -> AppResult<Json<TestMailSent>> {
+    // The body is optional: empty means "to the configured recipients".
+    let to = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let parsed: TestMail =
+            serde_json::from_slice(&body).map_err(|e| AppError::Invalid(e.to_string()))?;
+        parsed.to
+    };
+    let language = accounts::user(&app, &user.name)?.language;
+    let recipients = settings::send_test_mail(&app, to, &language).await?;
+    Ok(Json(TestMailSent {
+        sent: true,
+        recipients,
+    }))
+}
+
+async fn plans(State(app): AppState, _user: ApiUser) -> AppResult<Json<Vec<Plan>>> {
+    Ok(Json(settings::plans(&app)?))
+}
+
+async fn plan(
+    State(app): AppState,
+    _user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Plan>> {
+    Ok(Json(settings::plan(&app, &id)?))
+}
+
+async fn update_plan(
+    State(app): AppState,
+    user: ApiUser,
+    Path(id): Path<String>,
+    ApiJson(edit): ApiJson<PlanSettings>,
+) -> AppResult<Json<Plan>> {
+    Ok(Json(settings::update_plan(&app, &user.name, &id, edit)?))
+}
+
+#[derive(Serialize)]
+struct TokenView {
+    id: String,
+    name: String,
+    created: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+async fn tokens(State(app): AppState, _user: ApiUser) -> AppResult<Json<Vec<TokenView>>> {
+    let list = app
+        .db
+        .list::<crate::state::ApiToken>(crate::state::Table::Tokens)?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(_, t)| TokenView {
+                id: t.id,
+                name: t.name,
+                created: t.created,
+                token: None,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+}
+
+async fn create_token(
+    State(app): AppState,
+    user: ApiUser,
+    ApiJson(req): ApiJson<NewToken>,
+) -> AppResult<(StatusCode, Json<TokenView>)> {
+    let (token, secret) = accounts::create_token(&app, &user.name, &req.name)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenView {
+            id: token.id,
+            name: token.name,
+            created: token.created,
+            token: Some(secret),
+        }),
+    ))
+}
+
+async fn delete_token(
+    State(app): AppState,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    accounts::delete_token(&app, &user.name, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn audit(
+    State(app): AppState,
+    _user: ApiUser,
+) -> AppResult<Json<Vec<crate::state::AuditEvent>>> {
+    Ok(Json(app.db.recent_audit(200)?))
+}
