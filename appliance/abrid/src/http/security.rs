@@ -15,7 +15,9 @@ pub async fn headers(request: Request, next: Next) -> Response {
     set(h, "strict-transport-security", "max-age=31536000");
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
-    set(h, "referrer-policy", "no-referrer");
+    // Not `no-referrer`: with it browsers send `Origin: null` on form posts, which
+    // `same_origin` must refuse; `same-origin` still keeps referrers off other sites.
+    set(h, "referrer-policy", "same-origin");
     set(
         h,
         "content-security-policy",
