@@ -172,7 +172,7 @@ class ApiSession:
                  login: bool = True) -> None:
         self.box = box
         self.http = requests.Session()
-        self.http.verify = str(box.ca_pem)
+        self.http.trust_env = False  # no proxy or CA bundle from the environment: loopback only
         self.csrf: str | None = None
         self.login_response: requests.Response | None = None
         if login:
@@ -181,7 +181,7 @@ class ApiSession:
 
     def login(self, user: str, password: str | None) -> requests.Response:
         r = self.http.post(self.box.api("login"), json={"user": user, "password": password},
-                           timeout=HTTP_TIMEOUT)
+                           timeout=HTTP_TIMEOUT, verify=str(self.box.ca_pem))
         self.login_response = r
         if r.status_code == 200:
             self.csrf = r.json()["csrf_token"]
@@ -192,6 +192,8 @@ class ApiSession:
         if csrf and method.upper() in ("POST", "PUT", "DELETE", "PATCH") and self.csrf:
             headers.setdefault("X-CSRF-Token", self.csrf)
         kw.setdefault("timeout", HTTP_TIMEOUT)
+        # per request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE from the environment
+        kw.setdefault("verify", str(self.box.ca_pem))
         return self.http.request(method, self.box.api(path), headers=headers, **kw)
 
     def get(self, path, **kw):
@@ -230,6 +232,8 @@ class Box:
         self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self.http = requests.Session()
+        self.http.trust_env = False  # loopback only: no proxy or CA bundle from the environment
         self.password: str | None = None
         self.claim_code: str | None = None
         self.factory_json: dict = {}
@@ -291,7 +295,7 @@ class Box:
                             f"log:\n{self.log()}", pytrace=False)
             if self.ca_pem.is_file():
                 try:
-                    r = requests.get(self.api("status"), verify=str(self.ca_pem), timeout=2)
+                    r = self.http.get(self.api("status"), verify=str(self.ca_pem), timeout=2)
                     if r.status_code == 200:
                         return r.json()
                     last = f"HTTP {r.status_code}"
@@ -339,20 +343,20 @@ class Box:
             self._log = None
 
     # -- API helpers
-    def get(self, path: str, **kw) -> requests.Response:
+    def raw(self, method: str, url: str, **kw) -> requests.Response:
+        """Any URL (pages, plain HTTP), verified against the box CA, no environment proxy."""
         kw.setdefault("timeout", HTTP_TIMEOUT)
         kw.setdefault("verify", str(self.ca_pem))
-        return requests.get(self.api(path), **kw)
-
-    def post(self, path: str, **kw) -> requests.Response:
-        kw.setdefault("timeout", HTTP_TIMEOUT)
-        kw.setdefault("verify", str(self.ca_pem))
-        return requests.post(self.api(path), **kw)
+        return self.http.request(method, url, **kw)
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
-        kw.setdefault("timeout", HTTP_TIMEOUT)
-        kw.setdefault("verify", str(self.ca_pem))
-        return requests.request(method, self.api(path), **kw)
+        return self.raw(method, self.api(path), **kw)
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return self.request("POST", path, **kw)
 
     def status(self) -> dict:
         r = self.get("status")

@@ -5,9 +5,7 @@ import json
 import re
 import subprocess
 
-import requests
-
-from conftest import HOSTNAME, HTTP_TIMEOUT, assert_error, run_provision
+from conftest import HOSTNAME, assert_error, run_provision
 
 MAX_WRONG_TRIES = 30  # a throttle must kick in before this many wrong claim codes
 
@@ -59,11 +57,10 @@ def test_other_calls_before_activation_are_refused(box):
 
 
 def test_root_redirects_to_activation(box):
-    r = requests.get(box.base + "/", verify=str(box.ca_pem), allow_redirects=False,
-                     timeout=HTTP_TIMEOUT)
+    r = box.raw("GET", box.base + "/", allow_redirects=False)
     assert r.status_code in (301, 302, 303, 307, 308), r.status_code
     assert r.headers["Location"].rstrip("/").endswith("/activate"), r.headers["Location"]
-    page = requests.get(box.base + "/", verify=str(box.ca_pem), timeout=HTTP_TIMEOUT)
+    page = box.raw("GET", box.base + "/")
     assert page.status_code == 200
     assert 'id="activate-form"' in page.text
 

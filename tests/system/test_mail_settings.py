@@ -45,10 +45,12 @@ def test_put_and_get_never_show_the_password(api):
     assert r.status_code == 200, r.text
     assert api.get("settings/mail").json()["password_set"] is True
     assert api.get("settings/mail").json()["port"] == 2526
-    # password "": cleared
-    r = api.put("settings/mail", json=relay(2526, user="mailer", password=""))
+    # password "": cleared (with the user too: abrid refuses a user without a password)
+    r = api.put("settings/mail", json=relay(2526, password=""))
     assert r.status_code == 200, r.text
-    assert api.get("settings/mail").json()["password_set"] is False
+    body = api.get("settings/mail").json()
+    assert body["password_set"] is False
+    assert body["user"] is None
 
 
 def test_test_mail_reaches_the_relay(api, smtp):

@@ -6,9 +6,8 @@ import subprocess
 from urllib.parse import urlparse
 
 import pytest
-import requests
 
-from conftest import ABRID, HTTP_TIMEOUT, assert_error, free_port, make_factory, require_binaries
+from conftest import ABRID, assert_error, free_port, make_factory, require_binaries
 
 
 def test_csrf_is_required_with_the_session_cookie(api):
@@ -97,8 +96,8 @@ def test_plain_http_only_redirects(box):
     http = f"http://127.0.0.1:{box.http_port}"
     for method, path in [("GET", "/"), ("GET", "/settings/plans"), ("GET", "/api/v1/status"),
                          ("POST", "/api/v1/activate")]:
-        r = requests.request(method, http + path, allow_redirects=False, timeout=HTTP_TIMEOUT,
-                             json={"claim_code": box.claim_code} if method == "POST" else None)
+        r = box.raw(method, http + path, allow_redirects=False,
+                    json={"claim_code": box.claim_code} if method == "POST" else None)
         assert r.status_code in (301, 302, 307, 308), f"{method} {path}: {r.status_code}"
         loc = urlparse(r.headers["Location"])
         assert loc.scheme == "https", r.headers["Location"]
