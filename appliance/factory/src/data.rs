@@ -146,11 +146,13 @@ impl FactoryData {
             check_domain(domain)?;
         }
         if let Some(lang) = &p.language
-            && lang != "fr" && lang != "en" {
-                return Err(format!(
-                    "partner.language {lang:?} must be \"fr\" or \"en\""
-                ));
-            }
+            && lang != "fr"
+            && lang != "en"
+        {
+            return Err(format!(
+                "partner.language {lang:?} must be \"fr\" or \"en\""
+            ));
+        }
         if let Some(tz) = &p.timezone {
             let ok = !tz.is_empty()
                 && !tz.starts_with('/')
