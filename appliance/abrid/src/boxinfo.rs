@@ -61,7 +61,10 @@ pub fn box_info(app: &App) -> Result<BoxInfo, crate::state::StateError> {
         interface: app.identity.interface.clone(),
         mac: app.identity.mac.clone(),
         addresses: app.addresses().iter().map(|a| a.to_string()).collect(),
-        uptime_seconds: app.started.elapsed().as_secs(),
+        // The machine's uptime; abrid's own when /proc is not readable.
+        uptime_seconds: abri_host::uptime()
+            .unwrap_or_else(|_| app.started.elapsed())
+            .as_secs(),
         disks: disks(app),
         dev_mode: app.dev,
     })
