@@ -153,7 +153,7 @@ before(async () => {
     executablePath: CHROMIUM,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-proxy-server'],
     timeout: 60_000,
   });
   const context = await env.browser.newContext({ ignoreHTTPSErrors: true });

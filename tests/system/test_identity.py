@@ -1,7 +1,11 @@
 """The box's identity (name, FQDN, CA) and what survives restarts and crashes."""
 
+import socket
+import ssl
 import threading
 import time
+
+import pytest
 
 from conftest import DEFAULT_MAC, HOSTNAME, HTTP_TIMEOUT
 
@@ -27,11 +31,27 @@ def test_box_endpoint(api):
     assert "interface" in b
 
 
+def tls_handshake(box, server_name: str) -> None:
+    """A TLS handshake with 127.0.0.1 that checks the certificate against `server_name`."""
+    ctx = ssl.create_default_context(cafile=str(box.ca_pem))
+    with socket.create_connection(("127.0.0.1", box.https_port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=server_name):
+            pass
+
+
+def test_server_certificate_names(box):
+    for name in ("127.0.0.1", "localhost", f"{HOSTNAME}.local"):
+        tls_handshake(box, name)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_handshake(box, "intruder.example")
+
+
 def test_fqdn_from_the_factory_domain(make_box):
     box = make_box(domain="acme.example").start()
     st = box.status()
     assert st["hostname"] == HOSTNAME
     assert st["fqdn"] == "backup.abcd.acme.example"
+    tls_handshake(box, "backup.abcd.acme.example")
     box.activate()
     assert box.session().get("box").json()["fqdn"] == "backup.abcd.acme.example"
 
