@@ -41,6 +41,16 @@ if ((${#missing[@]})); then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# --- Rust components for `make lint` (the toolchain itself comes with rustup) ----------------
+if command -v rustup >/dev/null 2>&1; then
+    for comp in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+            say "rustup component add $comp"
+            rustup component add "$comp" >/dev/null
+        fi
+    done
+fi
+
 # --- Python venv for tests/system --------------------------------------------------------------
 REQ="tests/system/requirements.txt"
 VENV=".venv"

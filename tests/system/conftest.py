@@ -228,6 +228,7 @@ class Box:
         self.addr = https_addr
         self.prefix = tuple(prefix)  # e.g. ("ip", "netns", "exec", NAME)
         self.extra_args = tuple(extra_args)
+        self.use_factory = make_factory_file
         self.https_port = free_port()
         self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -261,8 +262,9 @@ class Box:
     def command(self) -> list[str]:
         cmd = [*self.prefix, str(ABRID), "--state-dir", str(self.state_dir),
                "--https", f"{self.addr}:{self.https_port}",
-               "--http", f"{self.addr}:{self.http_port}",
-               "--factory", str(self.factory_path), "--mac", self.mac, "--dev"]
+               "--http", f"{self.addr}:{self.http_port}", "--mac", self.mac, "--dev"]
+        if self.use_factory:
+            cmd += ["--factory", str(self.factory_path)]
         if not self.mdns:
             cmd.append("--no-mdns")
         cmd += list(self.extra_args)

@@ -150,6 +150,11 @@ def test_password_never_written_or_logged_in_clear(box, tmp_path):
 
     needle = password.encode()
     log = box.log_path.read_bytes()
+    code = box.claim_code.encode()
+    assert code not in log, "the claim code appears in abrid's output"
+    for f in box.state_dir.rglob("*"):
+        if f.is_file():
+            assert code not in f.read_bytes(), f"the claim code is written in clear in {f}"
     assert log, "abrid printed nothing at all (expected at least its start lines)"
     assert needle not in log, "the admin password appears in abrid's output"
     scanned = 0
