@@ -216,6 +216,8 @@ test('the console, from activation to a test mail', async (t) => {
     await page.waitForURL((u) => u.pathname.startsWith('/dashboard'));
     await shot('dashboard');
     assert.equal((await page.locator('#box-hostname').textContent()).trim(), HOSTNAME);
+    const fp = (await page.locator('#box-fingerprint').textContent()).replace(/[:\s]/g, '').toLowerCase();
+    assert.match(fp, /^[0-9a-f]{64}$/, `#box-fingerprint: ${fp}`);
   });
 
   await t.test('switching the language changes <html lang> and back', async () => {
@@ -281,5 +283,13 @@ test('the console, from activation to a test mail', async (t) => {
     const mail = fs.readFileSync(file, 'utf8');
     assert.ok(mail.includes(HOSTNAME), `the test mail does not name the box:\n${mail}`);
     assert.ok(mail.includes(RECIPIENT), 'the test mail is not addressed to the recipient');
+  });
+
+  await t.test('logging out leads back to the login page', async () => {
+    await page.locator('#logout').click();
+    await page.waitForURL((u) => u.pathname.startsWith('/login'));
+    await shot('logged-out');
+    await page.goto(`${box.base}/settings/plans`);
+    assert.match(new URL(page.url()).pathname, /^\/login\/?$/, 'a logged-out browser still sees the plans');
   });
 });

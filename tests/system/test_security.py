@@ -57,6 +57,14 @@ def test_body_over_64_kib_is_413(api):
     assert r.status_code == 200, r.text[:300]
 
 
+def test_body_limit_applies_before_login(box):
+    r = box.post("activate", json={"claim_code": "x" * (70 * 1024)})
+    assert_error(r, 413, "too_large")
+    r = box.post("login", json={"user": "admin", "password": "p" * (70 * 1024)})
+    assert_error(r, 413, "too_large")
+    assert box.status()["activated"] is False
+
+
 def test_api_tokens(api):
     box = api.box
     r = api.post("tokens", json={"name": "monitoring"})
