@@ -4,6 +4,7 @@
 //! advertises, `pin` the TLS client configuration that trusts exactly one box CA, named by
 //! its SHA-256 fingerprint.
 
+pub mod agent;
 pub mod api;
 pub mod mdns;
 pub mod pin;
