@@ -61,6 +61,20 @@ def tech_curl(netns, box, path, *extra):
                    *extra, f"{box.base}{path}", timeout=20)
 
 
+def unreachable_addresses(netns, entry) -> list[str]:
+    """Advertised addresses at which the box does not answer HTTPS on its advertised port.
+    A reachability probe only (-k): trust is checked through the fingerprint elsewhere."""
+    bad = []
+    for addr in entry["addresses"]:
+        host = f"[{addr}%25{netns['tech_if']}]" if ":" in addr else addr
+        r = in_tech(netns, "curl", "-sSk", "-g", "--max-time", "5", "-o", "/dev/null",
+                    "-w", "%{http_code}", f"https://{host}:{entry['port']}/api/v1/status",
+                    timeout=20)
+        if r.stdout.strip() != "200":
+            bad.append(f"{addr}: {r.stderr.strip() or r.stdout.strip()}")
+    return bad
+
+
 def discover(netns) -> list:
     r = in_tech(netns, str(PROVISION), "discover", "--json", "--timeout", "5", timeout=60)
     assert r.returncode == 0, f"discover failed: {r.stderr}"
@@ -103,6 +117,9 @@ def test_discover_and_activate_across_namespaces(netns, make_box):
     assert entry is not None, f"{HOSTNAME} not discovered; discover saw {seen}; log:\n{box.log()}"
     assert BOX_IP in entry["addresses"], entry
     assert entry["fingerprint"] == fingerprint, entry
+    # every advertised address must serve the console: a tool may pick any of them
+    bad = unreachable_addresses(netns, entry)
+    assert not bad, f"{HOSTNAME} advertises addresses where it does not answer: {bad}; entry {entry}"
 
     out = None
     for _ in range(3):
@@ -112,7 +129,8 @@ def test_discover_and_activate_across_namespaces(netns, make_box):
             out = json.loads(r.stdout)
             break
         time.sleep(1)
-    assert out is not None, f"activation by name failed: {r.stderr}"
+    assert out is not None, (f"activation by name failed: {r.stderr}; discovered entry {entry}; "
+                             f"abrid log:\n{box.log()}")
     password = out["password"]
     assert isinstance(password, str) and len(password) >= 12
 

@@ -6,8 +6,15 @@ import subprocess
 from urllib.parse import urlparse
 
 import pytest
+import requests
 
 from conftest import ABRID, assert_error, free_port, make_factory, require_binaries
+
+
+# Requests refused before their body is read travel on a connection of their own here, so
+# that these tests judge the refusal; test_refused_request_leaves_the_connection_usable
+# checks what happens to a kept-alive connection after such a refusal.
+CLOSE = {"Connection": "close"}
 
 
 def test_csrf_is_required_with_the_session_cookie(api):
@@ -15,23 +22,59 @@ def test_csrf_is_required_with_the_session_cookie(api):
     body = {k: v for k, v in before.items() if k not in ("id", "kind")}
     body["interval_hours"] = 7
 
-    r = api.put("plans/files", json=body, csrf=False)
+    r = api.put("plans/files", json=body, csrf=False, headers=CLOSE)
     assert_error(r, 403, "csrf")
-    r = api.put("plans/files", json=body, csrf=False, headers={"X-CSRF-Token": "forged-token"})
+    r = api.put("plans/files", json=body, csrf=False,
+                headers={"X-CSRF-Token": "forged-token", **CLOSE})
     assert_error(r, 403, "csrf")
     assert api.get("plans/files").json() == before
 
-    r = api.post("tokens", json={"name": "sneaky"}, csrf=False)
+    r = api.post("tokens", json={"name": "sneaky"}, csrf=False, headers=CLOSE)
     assert_error(r, 403, "csrf")
     assert api.get("tokens").json() == []
 
-    r = api.post("account/password", csrf=False,
+    r = api.post("account/password", csrf=False, headers=CLOSE,
                  json={"current_password": api.box.password, "new_password": "x" * 20})
     assert_error(r, 403, "csrf")
-    r = api.put("account/language", csrf=False, json={"language": "en"})
+    r = api.put("account/language", csrf=False, json={"language": "en"}, headers=CLOSE)
     assert_error(r, 403, "csrf")
     # the real token does work
     assert api.put("plans/files", json=body).status_code == 200
+
+
+def test_refused_request_leaves_the_connection_usable(api):
+    """HTTP/1.1 keep-alive: after refusing a request without reading its body, the box must
+    either keep the connection usable or say `Connection: close`; a silent close breaks the
+    client's next request on that connection."""
+    box = api.box
+    refusals = {
+        "403 csrf": (lambda: api.post("account/password", csrf=False,
+                                      json={"current_password": "not-it",
+                                            "new_password": "y" * 20}),
+                     lambda: api.get("account"), 403),
+        "401 no session": (lambda: box.request("PUT", "plans/files", json={"interval_hours": 3}),
+                           lambda: box.get("status"), 401),
+    }
+    rounds, broken = 100, []
+    for what, (refused, follow, status) in refusals.items():
+        closing = False
+        for i in range(rounds):
+            try:
+                r = refused()
+            except requests.ConnectionError as e:
+                if not closing:
+                    broken.append(f"{what}, round {i}: {e}")
+                closing = False
+                continue
+            assert r.status_code == status, f"{what}: {r.status_code} {r.text}"
+            closing = r.headers.get("Connection", "").lower() == "close"
+            try:
+                follow()
+            except requests.ConnectionError as e:
+                if not closing:
+                    broken.append(f"{what}, round {i}: {e}")
+    assert not broken, (f"{len(broken)}/{rounds * len(refusals)} requests failed on a "
+                        f"connection the box closed silently after a refusal: {broken[:3]}")
 
 
 def test_no_session_is_401(active_box):
@@ -39,7 +82,9 @@ def test_no_session_is_401(active_box):
                                ("GET", "account", None), ("GET", "settings/mail", None),
                                ("PUT", "plans/files", {"interval_hours": 3}),
                                ("POST", "tokens", {"name": "x"}), ("GET", "tokens", None)]:
-        assert_error(active_box.request(method, path, json=body), 401, "unauthenticated")
+        headers = CLOSE if body is not None else {}
+        assert_error(active_box.request(method, path, json=body, headers=headers), 401,
+                     "unauthenticated")
     forged = {"Cookie": "abri_session=" + "a" * 43}
     assert_error(active_box.get("account", headers=forged), 401, "unauthenticated")
 
@@ -48,7 +93,7 @@ def test_body_over_64_kib_is_413(api):
     before = api.get("plans/files").json()
     body = {k: v for k, v in before.items() if k not in ("id", "kind")}
     body["excludes"] = ["/x" + "y" * 1000 + str(i) for i in range(70)]  # ~70 KiB
-    r = api.put("plans/files", json=body)
+    r = api.put("plans/files", json=body, headers=CLOSE)
     assert_error(r, 413, "too_large")
     assert api.get("plans/files").json() == before
     # a body just under the limit is read (and then judged on its content)
@@ -58,9 +103,9 @@ def test_body_over_64_kib_is_413(api):
 
 
 def test_body_limit_applies_before_login(box):
-    r = box.post("activate", json={"claim_code": "x" * (70 * 1024)})
+    r = box.post("activate", json={"claim_code": "x" * (70 * 1024)}, headers=CLOSE)
     assert_error(r, 413, "too_large")
-    r = box.post("login", json={"user": "admin", "password": "p" * (70 * 1024)})
+    r = box.post("login", json={"user": "admin", "password": "p" * (70 * 1024)}, headers=CLOSE)
     assert_error(r, 413, "too_large")
     assert box.status()["activated"] is False
 
