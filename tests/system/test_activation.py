@@ -47,6 +47,13 @@ def test_other_calls_before_activation_are_refused(box):
         ("GET", "tokens", None),
         ("POST", "tokens", {"name": "x"}),
         ("POST", "login", {"user": "admin", "password": "whatever-password"}),
+        ("POST", "logout", None),
+        ("PUT", "account/language", {"language": "en"}),
+        ("POST", "account/password", {"current_password": "a" * 12, "new_password": "b" * 12}),
+        ("PUT", "settings/mail", {"host": "127.0.0.1", "port": 25, "security": "none",
+                                  "sender": "a@b.example", "recipients": ["c@d.example"]}),
+        ("POST", "settings/mail/test", {}),
+        ("DELETE", "tokens/1", None),
     ]:
         r = box.request(method, path, json=body)
         assert_error(r, 403, "not_activated")
