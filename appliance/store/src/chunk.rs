@@ -1,0 +1,215 @@
+//! The chunk encoding: the exact bytes that travel from agent to box and sit on disk.
+//!
+//! ```text
+//! offset size  field
+//! 0      4     magic "ABC1"
+//! 4      1     codec: 0 = raw, 1 = zstd
+//! 5      3     reserved, zero
+//! 8      4     raw length, u32 little-endian (at most MAX_CHUNK_LEN)
+//! 12     ...   payload: the raw bytes (codec 0) or one zstd frame (codec 1)
+//! ```
+//!
+//! The digest is not in the header: it names the chunk (file name, URL) and is recomputed
+//! from the decoded bytes on every decode, so a chunk can never be read as another.
+
+use crate::error::{ChunkDefect, Result, StoreError};
+use crate::key::{ChunkKey, Digest};
+
+/// The magic at the start of every encoded chunk.
+pub const CHUNK_MAGIC: [u8; 4] = *b"ABC1";
+/// Header length in bytes.
+pub const CHUNK_HEADER_LEN: usize = 12;
+/// Largest raw length a chunk may declare (16 MiB); bounds decompression.
+pub const MAX_CHUNK_LEN: usize = 16 * 1024 * 1024;
+/// Codec byte: payload is the raw bytes.
+pub const CODEC_RAW: u8 = 0;
+/// Codec byte: payload is one zstd frame.
+pub const CODEC_ZSTD: u8 = 1;
+
+/// Encodes raw chunk bytes, compressing with zstd at `level` and keeping the compressed
+/// form only when it is smaller. `raw` must not exceed [`MAX_CHUNK_LEN`] (the chunker never
+/// produces more); a larger input yields bytes that [`decode_chunk`] refuses.
+pub fn encode_chunk(raw: &[u8], level: i32) -> Vec<u8> {
+    let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
+    let compressed = zstd::bulk::compress(raw, level)
+        .ok()
+        .filter(|c| c.len() < raw.len());
+    let (codec, payload) = match &compressed {
+        Some(c) => (CODEC_ZSTD, c.as_slice()),
+        None => (CODEC_RAW, raw),
+    };
+    let mut out = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len());
+    out.extend_from_slice(&CHUNK_MAGIC);
+    out.extend_from_slice(&[codec, 0, 0, 0]);
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Decodes an encoded chunk, checks every header field, and refuses it unless its raw
+/// bytes hash (with `key`) to `expected`. Returns the raw bytes.
+pub fn decode_chunk(bytes: &[u8], key: &ChunkKey, expected: &Digest) -> Result<Vec<u8>> {
+    let bad = |defect| StoreError::BadChunk {
+        digest: *expected,
+        defect,
+    };
+    let raw = decode_unverified(bytes).map_err(bad)?;
+    let actual = key.digest(&raw);
+    if actual != *expected {
+        return Err(bad(ChunkDefect::DigestMismatch(actual)));
+    }
+    Ok(raw)
+}
+
+/// The raw length declared by a chunk's header, after checking magic, codec and limits.
+pub(crate) fn declared_len(bytes: &[u8]) -> Result<(u8, u32), ChunkDefect> {
+    if bytes.len() < CHUNK_HEADER_LEN {
+        return Err(ChunkDefect::TruncatedHeader(bytes.len()));
+    }
+    if bytes[0..4] != CHUNK_MAGIC {
+        return Err(ChunkDefect::BadMagic);
+    }
+    let codec = bytes[4];
+    if codec != CODEC_RAW && codec != CODEC_ZSTD {
+        return Err(ChunkDefect::UnknownCodec(codec));
+    }
+    if bytes[5..8] != [0, 0, 0] {
+        return Err(ChunkDefect::ReservedNotZero);
+    }
+    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if len as usize > MAX_CHUNK_LEN {
+        return Err(ChunkDefect::TooLarge(len));
+    }
+    Ok((codec, len))
+}
+
+fn decode_unverified(bytes: &[u8]) -> Result<Vec<u8>, ChunkDefect> {
+    let (codec, declared) = declared_len(bytes)?;
+    let payload = &bytes[CHUNK_HEADER_LEN..];
+    let raw = if codec == CODEC_RAW {
+        payload.to_vec()
+    } else {
+        // Capacity = declared length: zstd fails rather than write past it, so a
+        // decompression bomb costs at most 16 MiB.
+        zstd::bulk::decompress(payload, declared as usize)
+            .map_err(|e| ChunkDefect::Decompress(e.to_string()))?
+    };
+    if raw.len() != declared as usize {
+        return Err(ChunkDefect::LengthMismatch {
+            declared,
+            actual: raw.len(),
+        });
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ChunkKey {
+        ChunkKey::from_bytes([3; 32])
+    }
+
+    fn defect(r: Result<Vec<u8>>) -> ChunkDefect {
+        match r {
+            Err(StoreError::BadChunk { defect, .. }) => defect,
+            other => panic!("expected BadChunk, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compressible_data_is_stored_compressed() {
+        let raw = vec![b'a'; 100_000];
+        let enc = encode_chunk(&raw, 3);
+        assert_eq!(enc[4], CODEC_ZSTD);
+        assert!(enc.len() < 1000);
+        let d = key().digest(&raw);
+        assert_eq!(decode_chunk(&enc, &key(), &d).unwrap(), raw);
+    }
+
+    #[test]
+    fn incompressible_data_is_stored_raw() {
+        let raw = crate::testutil::noise(5000, 1);
+        let enc = encode_chunk(&raw, 3);
+        assert_eq!(enc[4], CODEC_RAW);
+        assert_eq!(enc.len(), raw.len() + CHUNK_HEADER_LEN);
+        assert_eq!(
+            decode_chunk(&enc, &key(), &key().digest(&raw)).unwrap(),
+            raw
+        );
+        let empty = encode_chunk(b"", 3);
+        assert_eq!(empty.len(), CHUNK_HEADER_LEN);
+        assert!(
+            decode_chunk(&empty, &key(), &key().digest(b""))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn every_defect_is_refused() {
+        let raw = vec![b'z'; 4096];
+        let d = key().digest(&raw);
+        let good = encode_chunk(&raw, 1);
+
+        assert_eq!(
+            defect(decode_chunk(&good[..5], &key(), &d)),
+            ChunkDefect::TruncatedHeader(5)
+        );
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(defect(decode_chunk(&b, &key(), &d)), ChunkDefect::BadMagic);
+        let mut b = good.clone();
+        b[4] = 9;
+        assert_eq!(
+            defect(decode_chunk(&b, &key(), &d)),
+            ChunkDefect::UnknownCodec(9)
+        );
+        let mut b = good.clone();
+        b[6] = 1;
+        assert_eq!(
+            defect(decode_chunk(&b, &key(), &d)),
+            ChunkDefect::ReservedNotZero
+        );
+        let mut b = good.clone();
+        b[8..12].copy_from_slice(&(MAX_CHUNK_LEN as u32 + 1).to_le_bytes());
+        assert!(matches!(
+            defect(decode_chunk(&b, &key(), &d)),
+            ChunkDefect::TooLarge(_)
+        ));
+        // Declared shorter than the frame decompresses to: zstd stops at capacity.
+        let mut b = good.clone();
+        b[8..12].copy_from_slice(&100u32.to_le_bytes());
+        assert!(matches!(
+            defect(decode_chunk(&b, &key(), &d)),
+            ChunkDefect::Decompress(_) | ChunkDefect::LengthMismatch { .. }
+        ));
+        // Truncated payload.
+        assert!(matches!(
+            defect(decode_chunk(&good[..good.len() - 2], &key(), &d)),
+            ChunkDefect::Decompress(_) | ChunkDefect::LengthMismatch { .. }
+        ));
+        // Raw codec with a wrong length.
+        let mut b = encode_chunk(b"abc", 1);
+        b.push(b'd');
+        assert_eq!(
+            defect(decode_chunk(&b, &key(), &key().digest(b"abc"))),
+            ChunkDefect::LengthMismatch {
+                declared: 3,
+                actual: 4
+            }
+        );
+        // Right bytes, wrong name.
+        let other = key().digest(b"other");
+        assert!(matches!(
+            defect(decode_chunk(&good, &key(), &other)),
+            ChunkDefect::DigestMismatch(x) if x == d
+        ));
+        // Another store's key.
+        assert!(matches!(
+            defect(decode_chunk(&good, &ChunkKey::from_bytes([4; 32]), &d)),
+            ChunkDefect::DigestMismatch(_)
+        ));
+    }
+}

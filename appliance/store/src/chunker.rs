@@ -1,0 +1,222 @@
+//! Content-defined chunking (FastCDC 2020) of a byte stream that arrives in pieces.
+//!
+//! Invariant: the chunk boundaries depend only on the bytes of the stream, never on how the
+//! caller sliced them into `push` calls, so the same data always gives the same chunks.
+//! The chunker holds at most `max` bytes: a cut is decided as soon as `max` bytes are
+//! buffered, because FastCDC never looks further than `max` bytes past a chunk's start.
+
+use std::collections::VecDeque;
+
+use fastcdc::v2020;
+
+use crate::error::{Result, StoreError};
+
+/// Minimum, average and maximum chunk sizes of the content-defined chunker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkerParams {
+    min: u32,
+    avg: u32,
+    max: u32,
+}
+
+impl ChunkerParams {
+    /// The store's sizes: 512 KiB / 2 MiB / 8 MiB.
+    pub const DEFAULT: ChunkerParams = ChunkerParams {
+        min: 512 * 1024,
+        avg: 2 * 1024 * 1024,
+        max: 8 * 1024 * 1024,
+    };
+
+    /// Other sizes (tests use small ones). All must be even, with
+    /// `64 <= min < avg < max`, `256 <= avg`, `1024 <= max <= 16 MiB` and `min <= 1 MiB`,
+    /// `avg <= 4 MiB` (FastCDC's limits).
+    pub fn new(min: u32, avg: u32, max: u32) -> Result<Self> {
+        let ok_range = (v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&(min as usize))
+            && (v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&(avg as usize))
+            && (v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&(max as usize));
+        if !ok_range {
+            return Err(StoreError::InvalidParams(
+                "a size is outside FastCDC's limits",
+            ));
+        }
+        if !(min < avg && avg < max) {
+            return Err(StoreError::InvalidParams("need min < avg < max"));
+        }
+        if !(min.is_multiple_of(2) && avg.is_multiple_of(2) && max.is_multiple_of(2)) {
+            return Err(StoreError::InvalidParams("sizes must be even"));
+        }
+        Ok(ChunkerParams { min, avg, max })
+    }
+
+    /// Smallest chunk (except the last of a stream).
+    pub fn min(&self) -> u32 {
+        self.min
+    }
+
+    /// Target average chunk size.
+    pub fn avg(&self) -> u32 {
+        self.avg
+    }
+
+    /// Largest chunk.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams::DEFAULT
+    }
+}
+
+/// Cuts a stream pushed in arbitrary pieces into content-defined chunks.
+#[derive(Debug)]
+pub struct Chunker {
+    params: ChunkerParams,
+    mask_s: u64,
+    mask_l: u64,
+    buf: Vec<u8>,
+    ready: VecDeque<Vec<u8>>,
+}
+
+impl Chunker {
+    /// A chunker with the given sizes.
+    pub fn new(params: ChunkerParams) -> Self {
+        let (mask_s, mask_l) =
+            v2020::select_masks(params.avg as usize, v2020::Normalization::Level1);
+        Chunker {
+            params,
+            mask_s,
+            mask_l,
+            buf: Vec::with_capacity(params.max as usize),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Appends bytes to the stream; finished chunks become available from [`Chunker::pop`].
+    pub fn push(&mut self, mut data: &[u8]) {
+        let max = self.params.max as usize;
+        while !data.is_empty() {
+            let take = (max - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == max {
+                self.cut_one();
+            }
+        }
+    }
+
+    /// Ends the stream: the buffered bytes become the last chunk(s).
+    pub fn finish(&mut self) {
+        while !self.buf.is_empty() {
+            self.cut_one();
+        }
+    }
+
+    /// The next finished chunk, in stream order.
+    pub fn pop(&mut self) -> Option<Vec<u8>> {
+        self.ready.pop_front()
+    }
+
+    /// Bytes pushed but not yet in a finished chunk.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn cut_one(&mut self) {
+        let (_, cut) = v2020::cut(
+            &self.buf,
+            self.params.min as usize,
+            self.params.avg as usize,
+            self.params.max as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+        );
+        // `cut` returns a length in 1..=buf.len() for a non-empty buffer; clamp anyway so a
+        // library change can never make this loop forever or split out of bounds.
+        let cut = cut.clamp(1, self.buf.len());
+        let mut rest = Vec::with_capacity(self.params.max as usize);
+        rest.extend_from_slice(&self.buf[cut..]);
+        self.buf.truncate(cut);
+        let chunk = std::mem::replace(&mut self.buf, rest);
+        self.ready.push_back(chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn small() -> ChunkerParams {
+        ChunkerParams::new(256, 1024, 4096).unwrap()
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn chunks(params: ChunkerParams, data: &[u8], piece: usize) -> Vec<Vec<u8>> {
+        let mut c = Chunker::new(params);
+        let mut out = vec![];
+        for p in data.chunks(piece.max(1)) {
+            c.push(p);
+            assert!(c.buffered() < params.max() as usize);
+            while let Some(x) = c.pop() {
+                out.push(x);
+            }
+        }
+        c.finish();
+        while let Some(x) = c.pop() {
+            out.push(x);
+        }
+        out
+    }
+
+    #[test]
+    fn params_are_checked() {
+        assert!(ChunkerParams::new(256, 1024, 4096).is_ok());
+        assert!(ChunkerParams::new(1024, 1024, 4096).is_err());
+        assert!(ChunkerParams::new(255, 1024, 4096).is_err());
+        assert!(ChunkerParams::new(256, 1024, 32 << 20).is_err());
+        assert_eq!(ChunkerParams::default().avg(), 2 << 20);
+    }
+
+    #[test]
+    fn sizes_respect_limits_and_concatenate_back() {
+        let data = noise(200_000, 1);
+        let out = chunks(small(), &data, 777);
+        assert_eq!(out.concat(), data);
+        for c in &out[..out.len() - 1] {
+            assert!(c.len() >= 256 && c.len() <= 4096, "{}", c.len());
+        }
+        let zeros = vec![0u8; 20_000];
+        let out = chunks(small(), &zeros, 1000);
+        assert!(out[..out.len() - 1].iter().all(|c| c.len() == 4096));
+    }
+
+    #[test]
+    fn matches_fastcdc_over_the_whole_buffer() {
+        let data = noise(100_000, 9);
+        let ours: Vec<usize> = chunks(small(), &data, 313).iter().map(Vec::len).collect();
+        let theirs: Vec<usize> = v2020::FastCDC::new(&data, 256, 1024, 4096)
+            .map(|c| c.length)
+            .collect();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn empty_stream_has_no_chunks() {
+        assert!(chunks(small(), &[], 10).is_empty());
+    }
+}

@@ -1,0 +1,161 @@
+use super::*;
+use crate::catalog::{CatalogWriter, Entry, EntryKind};
+use crate::testutil::{backup, new_store, noise, prepare, small};
+
+#[test]
+fn ids_are_validated_and_generated() {
+    for good in ["pc-1", "a", "20261121t134501z-3fa2"] {
+        validate_id("machine", good).unwrap();
+    }
+    for bad in ["", "-a", "A", "a/b", "..", "a.json", "é", &"a".repeat(65)] {
+        assert!(validate_id("machine", bad).is_err(), "{bad}");
+    }
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_268_701); // 2026-11-21 13:45:01
+    let id = new_snapshot_id(t);
+    assert!(id.starts_with("20261121t134501z-"), "{id}");
+    assert_eq!(id.len(), "20261121t134501z-3fa2".len());
+    validate_id("snapshot", &id).unwrap();
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    assert_eq!(civil_from_days(-1), (1969, 12, 31));
+}
+
+#[test]
+fn commit_then_list_load_delete() {
+    let (_dir, store) = new_store();
+    let m = backup(
+        &store,
+        "pc-1",
+        &[("a", b"hello"), ("b/c", &noise(20_000, 1))],
+    );
+    assert_eq!(list_machines(&store).unwrap(), vec!["pc-1"]);
+    assert_eq!(list_snapshots(&store, "pc-1").unwrap(), vec![m.clone()]);
+    assert_eq!(load_snapshot(&store, "pc-1", &m.id).unwrap(), m);
+    assert!(matches!(
+        commit_snapshot(&m, &store),
+        Err(StoreError::SnapshotExists { .. })
+    ));
+    let json =
+        fs::read_to_string(store.root().join(format!("snapshots/pc-1/{}.json", m.id))).unwrap();
+    assert!(json.contains("\"kind\": \"files\"") && json.contains(&m.catalog[0].to_hex()));
+    delete_snapshot(&store, "pc-1", &m.id).unwrap();
+    assert!(list_snapshots(&store, "pc-1").unwrap().is_empty());
+    assert!(matches!(
+        load_snapshot(&store, "pc-1", &m.id),
+        Err(StoreError::SnapshotNotFound { .. })
+    ));
+    assert!(delete_snapshot(&store, "pc-1", &m.id).is_err());
+    assert!(list_snapshots(&store, "nobody").unwrap().is_empty());
+    assert!(load_snapshot(&store, "../etc", "x").is_err());
+}
+
+#[test]
+fn commit_refuses_a_missing_data_chunk() {
+    let (_dir, store) = new_store();
+    let m = prepare(&store, "pc-1", &[("a", &noise(10_000, 2))]);
+    // Remove one data chunk (not a catalog chunk).
+    let entries: Vec<Entry> = CatalogReader::new(&store, m.catalog.clone())
+        .collect::<Result<_>>()
+        .unwrap();
+    let victim = entries[0].extents[1].digest;
+    assert!(!m.catalog.contains(&victim));
+    fs::remove_file(store.chunk_path(&victim)).unwrap();
+    let err = commit_snapshot(&m, &store).unwrap_err();
+    assert!(matches!(err, StoreError::MissingChunk { digest } if digest == victim));
+    assert!(list_snapshots(&store, "pc-1").unwrap().is_empty());
+}
+
+#[test]
+fn commit_refuses_a_missing_catalog_chunk() {
+    let (_dir, store) = new_store();
+    let mut m = prepare(&store, "pc-1", &[("a", b"x")]);
+    let absent = store.key().digest(b"never uploaded");
+    m.catalog.push(absent);
+    assert!(matches!(
+        commit_snapshot(&m, &store),
+        Err(StoreError::MissingChunk { digest }) if digest == absent
+    ));
+    assert!(!store.root().join("snapshots/pc-1").exists());
+}
+
+#[test]
+fn commit_refuses_a_dotdot_path_and_bad_ids() {
+    let (_dir, store) = new_store();
+    let mut m = prepare(&store, "pc-1", &[("a", b"x")]);
+    // A catalog written without the writer's checks, with a ".." path.
+    let entry = Entry::new("a/../../../etc/passwd", EntryKind::File);
+    let mut stream = b"ABRICAT\x01\x00".to_vec();
+    let rec = postcard::to_allocvec(&entry).unwrap();
+    stream.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+    stream.extend_from_slice(&rec);
+    m.catalog = vec![crate::testutil::put(&store, &stream)];
+    assert!(matches!(
+        commit_snapshot(&m, &store),
+        Err(StoreError::InvalidPath { .. })
+    ));
+    let mut bad = m.clone();
+    bad.machine = "../x".into();
+    assert!(matches!(
+        commit_snapshot(&bad, &store),
+        Err(StoreError::InvalidId { .. })
+    ));
+    let mut bad = m.clone();
+    bad.format = 2;
+    assert!(commit_snapshot(&bad, &store).is_err());
+    assert!(list_machines(&store).unwrap().is_empty());
+}
+
+#[test]
+fn commit_refuses_an_extent_past_its_chunk() {
+    let (_dir, store) = new_store();
+    let mut m = prepare(&store, "pc-1", &[("a", b"tiny")]);
+    let mut entries: Vec<Entry> = CatalogReader::new(&store, m.catalog.clone())
+        .collect::<Result<_>>()
+        .unwrap();
+    entries[0].size = 100;
+    entries[0].extents[0].len = 100;
+    let mut w = CatalogWriter::new(store.key().clone(), small(), 1);
+    w.push(&entries[0]).unwrap();
+    let cat = w.finish();
+    for c in &cat.chunks {
+        store.insert_encoded(&c.digest, &c.bytes).unwrap();
+    }
+    m.catalog = cat.digests;
+    assert!(matches!(
+        commit_snapshot(&m, &store),
+        Err(StoreError::InvalidCatalog { .. })
+    ));
+}
+
+#[test]
+fn half_written_manifest_is_invisible_and_cleaned() {
+    let (_dir, store) = new_store();
+    let m = prepare(&store, "pc-1", &[("a", b"x")]);
+    // A crash after writing part of the manifest to tmp/, before the link.
+    let json = serde_json::to_vec(&m).unwrap();
+    let tmp = store.tmp_path("manifest");
+    fs::write(&tmp, &json[..json.len() / 2]).unwrap();
+    // And a stray partial file beside the manifests (e.g. copied by hand).
+    ensure_dir(&store.root().join("snapshots/pc-1")).unwrap();
+    fs::write(store.root().join("snapshots/pc-1/partial.json.tmp"), b"{").unwrap();
+    assert!(list_snapshots(&store, "pc-1").unwrap().is_empty());
+    let root = store.root().to_path_buf();
+    drop(store);
+    let store = ChunkStore::open(&root).unwrap();
+    assert!(!tmp.exists());
+    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    commit_snapshot(&m, &store).unwrap();
+    assert_eq!(list_snapshots(&store, "pc-1").unwrap().len(), 1);
+}
+
+#[test]
+fn a_manifest_under_the_wrong_name_is_refused() {
+    let (_dir, store) = new_store();
+    let m = backup(&store, "pc-1", &[("a", b"x")]);
+    let dir = store.root().join("snapshots/pc-1");
+    fs::rename(dir.join(format!("{}.json", m.id)), dir.join("other.json")).unwrap();
+    assert!(matches!(
+        load_snapshot(&store, "pc-1", "other"),
+        Err(StoreError::InvalidManifest { .. })
+    ));
+}
