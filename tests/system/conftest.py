@@ -161,10 +161,6 @@ def smtp():
 
 # --- abrid -----------------------------------------------------------------------------------
 
-class ApiError(AssertionError):
-    pass
-
-
 class ApiSession:
     """A logged-in console session: the abri_session cookie plus the CSRF header."""
 
@@ -379,10 +375,17 @@ class Box:
         return ApiSession(self, user=user, password=password or self.password)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
 @pytest.fixture
-def make_box(tmp_path):
+def make_box(tmp_path, request):
     """Factory fixture: make_box(**Box kwargs) -> Box (not started). Every box is stopped at
-    teardown, whatever happened."""
+    teardown, whatever happened; when the test failed, the end of each box's log is printed."""
     boxes: list[Box] = []
 
     def _make(name: str = "box", **kw) -> Box:
@@ -396,6 +399,10 @@ def make_box(tmp_path):
             b.stop()
         except Exception:  # teardown must reach every box
             b.kill9()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for b in boxes:
+            print(f"--- end of {b.log_path} ---\n{b.log()[-4000:]}")
 
 
 @pytest.fixture
