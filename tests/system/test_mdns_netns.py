@@ -117,9 +117,9 @@ def test_discover_and_activate_across_namespaces(netns, make_box):
     assert entry is not None, f"{HOSTNAME} not discovered; discover saw {seen}; log:\n{box.log()}"
     assert BOX_IP in entry["addresses"], entry
     assert entry["fingerprint"] == fingerprint, entry
-    # every advertised address must serve the console: a tool may pick any of them
+    # every advertised address must serve the console, since a tool may pick any of them;
+    # checked at the end, so that the steps below still run and report
     bad = unreachable_addresses(netns, entry)
-    assert not bad, f"{HOSTNAME} advertises addresses where it does not answer: {bad}; entry {entry}"
 
     out = None
     for _ in range(3):
@@ -130,7 +130,7 @@ def test_discover_and_activate_across_namespaces(netns, make_box):
             break
         time.sleep(1)
     assert out is not None, (f"activation by name failed: {r.stderr}; discovered entry {entry}; "
-                             f"abrid log:\n{box.log()}")
+                             f"advertised but unreachable: {bad}")
     password = out["password"]
     assert isinstance(password, str) and len(password) >= 12
 
@@ -142,3 +142,5 @@ def test_discover_and_activate_across_namespaces(netns, make_box):
     entry, seen = find_box(netns, want_activated=True)
     assert entry is not None, f"discover never showed {HOSTNAME} activated; saw {seen}"
     assert entry["fingerprint"] == fingerprint
+
+    assert not bad, f"{HOSTNAME} advertises addresses where it does not answer: {bad}; entry {entry}"
