@@ -2,8 +2,9 @@
 //!
 //! Invariant: the chunk boundaries depend only on the bytes of the stream, never on how the
 //! caller sliced them into `push` calls, so the same data always gives the same chunks.
-//! The chunker holds at most `max` bytes: a cut is decided as soon as `max` bytes are
-//! buffered, because FastCDC never looks further than `max` bytes past a chunk's start.
+//! A cut is decided as soon as `max` bytes are pending, because FastCDC never looks
+//! further than `max` bytes past a chunk's start; so fewer than `max` bytes wait between
+//! calls.
 
 use std::collections::VecDeque;
 
@@ -71,12 +72,18 @@ impl Default for ChunkerParams {
 }
 
 /// Cuts a stream pushed in arbitrary pieces into content-defined chunks.
+///
+/// Memory: one window of `2 * max` bytes, reused; each finished chunk is copied out of it
+/// into a `Vec` of its exact size.
 #[derive(Debug)]
 pub struct Chunker {
     params: ChunkerParams,
     mask_s: u64,
     mask_l: u64,
+    /// `buf[start..]` are the bytes not yet in a finished chunk (fewer than `max` between
+    /// calls).
     buf: Vec<u8>,
+    start: usize,
     ready: VecDeque<Vec<u8>>,
 }
 
@@ -89,7 +96,8 @@ impl Chunker {
             params,
             mask_s,
             mask_l,
-            buf: Vec::with_capacity(params.max as usize),
+            buf: Vec::new(),
+            start: 0,
             ready: VecDeque::new(),
         }
     }
@@ -97,11 +105,21 @@ impl Chunker {
     /// Appends bytes to the stream; finished chunks become available from [`Chunker::pop`].
     pub fn push(&mut self, mut data: &[u8]) {
         let max = self.params.max as usize;
+        let window = 2 * max;
         while !data.is_empty() {
-            let take = (max - self.buf.len()).min(data.len());
+            if self.buf.len() == window {
+                // Fewer than `max` bytes are pending: slide them to the front.
+                self.buf.copy_within(self.start.., 0);
+                self.buf.truncate(self.buf.len() - self.start);
+                self.start = 0;
+            }
+            if self.buf.capacity() < window {
+                self.buf.reserve_exact(window - self.buf.len());
+            }
+            let take = (window - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buf.len() == max {
+            while self.buffered() >= max {
                 self.cut_one();
             }
         }
@@ -109,9 +127,11 @@ impl Chunker {
 
     /// Ends the stream: the buffered bytes become the last chunk(s).
     pub fn finish(&mut self) {
-        while !self.buf.is_empty() {
+        while self.buffered() > 0 {
             self.cut_one();
         }
+        self.buf.clear();
+        self.start = 0;
     }
 
     /// The next finished chunk, in stream order.
@@ -121,12 +141,13 @@ impl Chunker {
 
     /// Bytes pushed but not yet in a finished chunk.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     fn cut_one(&mut self) {
+        let pending = &self.buf[self.start..];
         let (_, cut) = v2020::cut(
-            &self.buf,
+            pending,
             self.params.min as usize,
             self.params.avg as usize,
             self.params.max as usize,
@@ -135,14 +156,11 @@ impl Chunker {
             self.mask_s << 1,
             self.mask_l << 1,
         );
-        // `cut` returns a length in 1..=buf.len() for a non-empty buffer; clamp anyway so a
-        // library change can never make this loop forever or split out of bounds.
-        let cut = cut.clamp(1, self.buf.len());
-        let mut rest = Vec::with_capacity(self.params.max as usize);
-        rest.extend_from_slice(&self.buf[cut..]);
-        self.buf.truncate(cut);
-        let chunk = std::mem::replace(&mut self.buf, rest);
-        self.ready.push_back(chunk);
+        // `cut` returns a length in 1..=pending.len() for non-empty input; clamp anyway so a
+        // library change can never make a caller loop forever or slice out of bounds.
+        let cut = cut.clamp(1, pending.len());
+        self.ready.push_back(pending[..cut].to_vec());
+        self.start += cut;
     }
 }
 

@@ -8,13 +8,14 @@
 //!
 //! Why the cutoff: chunks of a backup in progress are referenced by no snapshot until it
 //! commits. They are recent (written during the backup), and a chunk the backup reuses is
-//! touched when re-uploaded or when `missing` says it is present (see `store`), so all of
-//! them are newer than the cutoff as long as the caller picks the cutoff before the start
-//! of any backup still running, e.g. GC start minus 24 hours (more than the longest
-//! backup). A backup that reuses a file's extents from the previous catalog without
-//! asking the box relies on that previous snapshot; run prune and GC while no backup of
-//! the machine runs, and if one does, its commit fails with `MissingChunk` rather than
-//! commit a broken snapshot.
+//! touched when re-uploaded, when `missing` says it is present, and again by
+//! `commit_snapshot` (every referenced chunk), so all of them are newer than the cutoff as
+//! long as the caller picks the cutoff before the start of any backup still running, e.g.
+//! GC start minus 24 hours (more than the longest backup). A backup that reuses a file's
+//! extents from the previous catalog without asking the box relies on that snapshot; prune
+//! always keeps a machine's newest good snapshot, and if a chunk vanished anyway the
+//! commit fails with `MissingChunk` rather than commit a broken snapshot. The touch lock is
+//! in memory: run GC in the process that serves uploads (abrid).
 
 use std::collections::HashSet;
 use std::time::SystemTime;

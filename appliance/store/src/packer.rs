@@ -9,7 +9,7 @@
 //! - Outputs come in stream order, and a [`PackedFile`] comes only after every
 //!   [`PackedChunk`] its extents name, so an uploader that handles outputs in order has
 //!   every chunk of a file in flight before it records the file.
-//! - Memory: at most `max` chunk bytes are buffered, plus the outputs not yet taken with
+//! - Memory: the chunker's window (2 × `max` bytes), plus the outputs not yet taken with
 //!   [`FilePacker::next_output`] (take them after every `write`), plus a few words per
 //!   pending file piece.
 //! - Deterministic: outputs depend only on the files' bytes and offsets, not on how the

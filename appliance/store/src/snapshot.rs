@@ -189,10 +189,12 @@ fn exists(m: &SnapshotManifest, path: PathBuf) -> StoreError {
     }
 }
 
-/// Every chunk a snapshot references, checked to exist; every catalog rule checked.
+/// Every chunk a snapshot references, checked to exist and touched; every catalog rule
+/// checked. Touching makes the chunks newer than any GC cutoff taken before this commit,
+/// so a GC that listed the snapshots before the manifest appears still keeps them.
 fn check_references(manifest: &SnapshotManifest, store: &ChunkStore) -> Result<()> {
     for d in &manifest.catalog {
-        if !store.has(d) {
+        if !store.touch_if_present(d)? {
             return Err(StoreError::MissingChunk { digest: *d });
         }
     }
@@ -203,6 +205,9 @@ fn check_references(manifest: &SnapshotManifest, store: &ChunkStore) -> Result<(
             let len = match raw_lens.get(&e.digest) {
                 Some(&l) => l,
                 None => {
+                    if !store.touch_if_present(&e.digest)? {
+                        return Err(StoreError::MissingChunk { digest: e.digest });
+                    }
                     let l = store.raw_len(&e.digest)?;
                     raw_lens.insert(e.digest, l);
                     l

@@ -344,6 +344,10 @@ impl ChunkStore {
     }
 
     /// Sets a chunk's mtime to now if it exists; false when it does not.
+    pub(crate) fn touch_if_present(&self, digest: &Digest) -> Result<bool> {
+        self.touch(&self.chunk_path(digest))
+    }
+
     fn touch(&self, path: &Path) -> Result<bool> {
         let _guard = self.lock();
         match utimensat(

@@ -159,3 +159,33 @@ fn a_manifest_under_the_wrong_name_is_refused() {
         Err(StoreError::InvalidManifest { .. })
     ));
 }
+
+#[test]
+fn commit_touches_every_referenced_chunk() {
+    let (_dir, store) = new_store();
+    let m = prepare(&store, "pc-1", &[("a", &noise(9_000, 7)), ("b", b"b")]);
+    let old = SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
+    let mut paths = vec![];
+    store
+        .walk_chunks(&mut |f| {
+            paths.push(f.path);
+            Ok(())
+        })
+        .unwrap();
+    for p in &paths {
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    commit_snapshot(&m, &store).unwrap();
+    for p in &paths {
+        assert!(
+            fs::metadata(p).unwrap().modified().unwrap() > old,
+            "{}",
+            p.display()
+        );
+    }
+}
