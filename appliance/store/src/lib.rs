@@ -37,7 +37,7 @@
 //! [`delete_snapshot`] (prune only), [`new_snapshot_id`], [`validate_id`].
 //!
 //! Maintenance: [`select_to_keep`] with [`RetentionPolicy`] and [`SnapshotInfo`];
-//! [`gc`] -> [`GcReport`]; [`verify`] -> [`VerifyReport`].
+//! [`gc()`] -> [`GcReport`]; [`verify()`] -> [`VerifyReport`].
 //!
 //! Errors: one [`StoreError`] (see [`error`] for how the HTTP layer should map it).
 //!
