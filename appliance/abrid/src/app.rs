@@ -1,19 +1,25 @@
 //! The running box: everything request handlers and background tasks share.
 
 use crate::identity::BoxIdentity;
+use crate::jobs::Jobs;
 use crate::state::{Activation, Db, Table};
 use crate::throttle::Throttle;
 use crate::tls::BoxCa;
 use abri_factory::FactoryData;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub struct App {
     pub db: Db,
+    pub jobs: Jobs,
+    pub store: Arc<abri_store::ChunkStore>,
+    /// Digests each recently read snapshot references, for snapshot-scoped chunk reads.
+    pub snapshot_refs: Mutex<HashMap<String, Arc<std::collections::HashSet<abri_store::Digest>>>>,
     pub identity: BoxIdentity,
     pub factory: FactoryData,
     pub ca: BoxCa,
@@ -30,16 +36,23 @@ pub struct App {
 
 impl App {
     pub fn new(
-        db: Db,
-        identity: BoxIdentity,
+        booted: crate::boot::Booted,
         factory: FactoryData,
-        ca: BoxCa,
         state_dir: PathBuf,
         dev: bool,
         addresses: Vec<IpAddr>,
-    ) -> App {
-        App {
+    ) -> Result<App, crate::errors::AppError> {
+        let crate::boot::Booted {
             db,
+            store,
+            identity,
+            ca,
+        } = booted;
+        Ok(App {
+            jobs: Jobs::open(db.clone())?,
+            db,
+            store: Arc::new(store),
+            snapshot_refs: Mutex::new(HashMap::new()),
             identity,
             factory,
             ca,
@@ -50,7 +63,7 @@ impl App {
             login_throttle: Throttle::new(5, Duration::from_secs(15), Duration::from_secs(15 * 60)),
             addresses: RwLock::new(addresses),
             announcer: Mutex::new(None),
-        }
+        })
     }
 
     pub fn is_activated(&self) -> Result<bool, crate::state::StateError> {

@@ -95,6 +95,7 @@ pub fn db_dir(state_dir: &Path) -> PathBuf {
 /// Everything known before serving.
 pub struct Booted {
     pub db: Db,
+    pub store: abri_store::ChunkStore,
     pub identity: BoxIdentity,
     pub ca: BoxCa,
 }
@@ -118,7 +119,13 @@ pub fn boot(
     settings::ensure_default_plans(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
     seed_mail_relay(&db, factory)?;
     let ca = BoxCa::load_or_create(&state_dir.join("tls"), &identity.hostname)?;
-    Ok(Booted { db, identity, ca })
+    let store = open_store(&state_dir.join("store"))?;
+    Ok(Booted {
+        db,
+        store,
+        identity,
+        ca,
+    })
 }
 
 /// The factory's relay becomes the box's relay until someone edits it in the console.
@@ -147,6 +154,16 @@ fn seed_mail_relay(db: &Db, factory: &FactoryData) -> Result<()> {
     };
     db.put(Table::Config, "mail", &relay)?;
     Ok(())
+}
+
+/// Opens the backup store, creating it on first boot. The store keeps its default reserve of
+/// free space for the box itself.
+pub fn open_store(dir: &Path) -> Result<abri_store::ChunkStore> {
+    if dir.join("store.json").exists() {
+        Ok(abri_store::ChunkStore::open(dir)?)
+    } else {
+        Ok(abri_store::ChunkStore::create(dir)?)
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub enum AppError {
     TooLarge(usize),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    DiskFull(String),
     #[error("the mail could not be sent: {0}")]
     MailFailed(String),
     #[error("internal error: {0:#}")]
@@ -36,3 +38,21 @@ impl From<crate::state::StateError> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// The store's errors as the client should hear them: the client's fault is `invalid`, a full
+/// disk is `disk_full`, anything else is the box's problem.
+impl From<abri_store::StoreError> for AppError {
+    fn from(e: abri_store::StoreError) -> Self {
+        use abri_store::StoreError as S;
+        match e {
+            S::DiskFull { .. } | S::BelowReserve { .. } => AppError::DiskFull(e.to_string()),
+            S::BadChunk { .. }
+            | S::InvalidCatalog { .. }
+            | S::InvalidPath { .. }
+            | S::InvalidId { .. }
+            | S::InvalidManifest { .. }
+            | S::MissingChunk { .. } => AppError::Invalid(e.to_string()),
+            other => AppError::Internal(other.into()),
+        }
+    }
+}

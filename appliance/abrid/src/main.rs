@@ -5,13 +5,17 @@
 
 mod accounts;
 mod app;
+mod backups;
 mod boot;
 mod boxinfo;
 mod cli;
 mod errors;
 mod http;
 mod identity;
+mod jobs;
+mod machines;
 mod mailer;
+mod schedule;
 mod secrets;
 mod settings;
 mod state;
@@ -95,15 +99,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         &addresses,
     );
     let tls_config = booted.ca.server_config(&names)?;
-    let app = Arc::new(App::new(
-        booted.db,
-        booted.identity,
-        factory.data,
-        booted.ca,
-        args.state_dir.clone(),
-        args.dev,
-        addresses,
-    ));
+    let app = Arc::new(
+        App::new(
+            booted,
+            factory.data,
+            args.state_dir.clone(),
+            args.dev,
+            addresses,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(run(app, args, tls_config, factory.dev_claim_code))
 }
@@ -168,6 +173,7 @@ async fn run(
 
     print_banner(&app, bound, dev_claim_code.as_deref());
     tokio::spawn(watch_addresses(app.clone(), rustls_config, args.dev));
+    tokio::spawn(backups::scheduler(app.clone()));
 
     tokio::select! {
         r = https_task => r.context("HTTPS server task")?.with_context(|| format!("HTTPS server on {}", args.https))?,

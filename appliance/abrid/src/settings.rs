@@ -174,3 +174,24 @@ pub fn update_plan(app: &App, actor: &str, id: &str, settings: PlanSettings) -> 
     txn.commit().map_err(crate::state::StateError::from)?;
     Ok(plan)
 }
+
+/// What a machine's agent should back up for a plan (the box's defaults; per-machine
+/// overrides come with the machine page's plan tab).
+pub fn backup_spec(
+    app: &App,
+    plan_id: &str,
+    full: bool,
+) -> AppResult<abri_proto::agent::BackupSpec> {
+    let plan = plan(app, plan_id)?;
+    if plan.kind != abri_proto::plan::PlanKind::Files {
+        return Err(AppError::Invalid(format!(
+            "plan: {plan_id} is not a file plan"
+        )));
+    }
+    Ok(abri_proto::agent::BackupSpec {
+        plan: plan.id,
+        selections: plan.settings.selections,
+        excludes: plan.settings.excludes,
+        full,
+    })
+}

@@ -6,6 +6,7 @@ use crate::accounts;
 use crate::app::App;
 use crate::boxinfo;
 use crate::errors::{AppError, AppResult};
+use crate::machines;
 use crate::settings::{self, MailUpdate, MailView};
 use abri_proto::api::{ActivateRequest, IssuedPassword, LoginRequest, LoginResponse, Status};
 use abri_proto::plan::{Plan, PlanSettings};
@@ -37,6 +38,20 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/tokens", get(tokens).post(create_token))
         .route("/tokens/{id}", delete(delete_token))
         .route("/audit", get(audit))
+        .route(
+            "/enrolment-tokens",
+            get(enrol_tokens).post(create_enrol_token),
+        )
+        .route("/enrolment-tokens/{id}", delete(revoke_enrol_token))
+        .route("/machines", get(machines))
+        .route("/machines/{id}", get(machine))
+        .route("/machines/{id}/revoke", post(revoke_machine))
+        .route("/machines/{id}/backup", post(backup_machine))
+        .route("/machines/{id}/jobs", get(machine_jobs))
+        .route("/machines/{id}/restore", post(restore_machine))
+        .route("/jobs", get(active_jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/openapi.json", get(super::openapi::document))
         .fallback(|| async { AppError::NotFound("API route".into()) })
 }
@@ -286,4 +301,215 @@ async fn audit(
     _user: ApiUser,
 ) -> AppResult<Json<Vec<crate::state::AuditEvent>>> {
     Ok(Json(app.db.recent_audit(200)?))
+}
+
+#[derive(Serialize)]
+struct EnrolTokenView {
+    id: String,
+    name: String,
+    created: u64,
+    expires: u64,
+    uses: u64,
+    revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+impl From<crate::state::EnrolToken> for EnrolTokenView {
+    fn from(t: crate::state::EnrolToken) -> Self {
+        EnrolTokenView {
+            id: t.id,
+            name: t.name,
+            created: t.created,
+            expires: t.expires,
+            uses: t.uses,
+            revoked: t.revoked,
+            token: None,
+        }
+    }
+}
+
+async fn enrol_tokens(
+    State(app): AppState,
+    _user: ApiUser,
+) -> AppResult<Json<Vec<EnrolTokenView>>> {
+    Ok(Json(
+        machines::enrol_tokens(&app)?
+            .into_iter()
+            .map(EnrolTokenView::from)
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEnrolToken {
+    name: String,
+    #[serde(default = "default_token_days")]
+    days: u32,
+}
+
+fn default_token_days() -> u32 {
+    30
+}
+
+async fn create_enrol_token(
+    State(app): AppState,
+    user: ApiUser,
+    ApiJson(req): ApiJson<NewEnrolToken>,
+) -> AppResult<(StatusCode, Json<EnrolTokenView>)> {
+    let (token, secret) = machines::create_enrol_token(&app, &user.name, &req.name, req.days)?;
+    let mut view = EnrolTokenView::from(token);
+    view.token = Some(secret);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn revoke_enrol_token(
+    State(app): AppState,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    machines::revoke_enrol_token(&app, &user.name, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct MachineView {
+    id: String,
+    hostname: String,
+    os: String,
+    agent_version: String,
+    enrolled: u64,
+    last_seen: u64,
+    revoked: bool,
+}
+
+impl From<crate::state::Machine> for MachineView {
+    fn from(m: crate::state::Machine) -> Self {
+        MachineView {
+            id: m.id,
+            hostname: m.hostname,
+            os: m.os,
+            agent_version: m.agent_version,
+            enrolled: m.enrolled,
+            last_seen: m.last_seen,
+            revoked: m.revoked_at.is_some(),
+        }
+    }
+}
+
+async fn machines(State(app): AppState, _user: ApiUser) -> AppResult<Json<Vec<MachineView>>> {
+    Ok(Json(
+        machines::machines(&app)?
+            .into_iter()
+            .map(MachineView::from)
+            .collect(),
+    ))
+}
+
+async fn machine(
+    State(app): AppState,
+    _user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<MachineView>> {
+    Ok(Json(machines::machine(&app, &id)?.into()))
+}
+
+async fn revoke_machine(
+    State(app): AppState,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    machines::revoke_machine(&app, &user.name, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BackupNow {
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    full: bool,
+}
+
+/// Queues a backup of a machine now; its agent starts it at its next poll.
+async fn backup_machine(
+    State(app): AppState,
+    user: ApiUser,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> AppResult<(StatusCode, Json<crate::jobs::Job>)> {
+    let req: BackupNow = if body.iter().all(u8::is_ascii_whitespace) {
+        BackupNow::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::Invalid(e.to_string()))?
+    };
+    let job = crate::backups::queue_backup(
+        &app,
+        &user.name,
+        &id,
+        req.plan.as_deref().unwrap_or("files"),
+        req.full,
+    )?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+async fn machine_jobs(
+    State(app): AppState,
+    _user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Vec<crate::jobs::Job>>> {
+    machines::machine(&app, &id)?;
+    Ok(Json(app.jobs.history(&id, 100)?))
+}
+
+async fn active_jobs(State(app): AppState, _user: ApiUser) -> Json<Vec<crate::jobs::Job>> {
+    Json(app.jobs.active())
+}
+
+async fn job(
+    State(app): AppState,
+    _user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<crate::jobs::Job>> {
+    Ok(Json(app.jobs.get(&id)?))
+}
+
+async fn cancel_job(
+    State(app): AppState,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    crate::backups::cancel_job(&app, &user.name, &id)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Queues a restore onto the machine, carried out by its agent.
+async fn restore_machine(
+    State(app): AppState,
+    user: ApiUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RestoreBody>,
+) -> AppResult<(StatusCode, Json<crate::jobs::Job>)> {
+    let request = crate::jobs::RestoreRequest {
+        snapshot: req.snapshot,
+        paths: req.paths,
+        target: req.target,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::backups::queue_restore(
+            &app, &user.name, &id, request,
+        )?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    snapshot: String,
+    #[serde(default)]
+    paths: Vec<String>,
+    target: String,
 }

@@ -19,6 +19,7 @@ impl AppError {
             AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MailFailed(_) => (StatusCode::BAD_GATEWAY, "mail_failed"),
+            AppError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

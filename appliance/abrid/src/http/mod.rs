@@ -1,5 +1,6 @@
 //! The HTTPS server (console + API on one port) and the plain-HTTP redirector.
 
+pub mod agent_api;
 pub mod api;
 pub mod error;
 pub mod extract;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 /// The whole HTTPS application.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .nest("/api/v1", api::routes())
+        .nest("/api/v1", api::routes().nest("/agent", agent_api::routes()))
         .merge(pages::routes())
         .layer(axum::middleware::from_fn(security::headers))
         .layer(axum::middleware::from_fn(security::same_origin))
@@ -77,6 +78,53 @@ pub fn internal_error_page() -> Response {
 #[cfg(test)]
 mod tests {
     use super::strip_port;
+    use crate::app::App;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    fn fresh_box(dir: &std::path::Path) -> Arc<App> {
+        let factory = crate::boot::load_factory(dir, None, true).unwrap();
+        let booted =
+            crate::boot::boot(dir, &factory.data, Some("52:54:00:12:ab:cd"), None, true).unwrap();
+        Arc::new(App::new(booted, factory.data, dir.to_path_buf(), true, Vec::new()).unwrap())
+    }
+
+    /// Every documented operation is routed: on a box not yet activated it answers with
+    /// `not_activated` (or works, for the public ones), never with the router's fallback.
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = super::router(fresh_box(dir.path()));
+        for op in super::openapi::OPERATIONS {
+            let path = format!("/api/v1{}", op.path.replace("{id}", "x"));
+            let request = Request::builder()
+                .method(op.method.to_uppercase().as_str())
+                .uri(&path)
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                !text.contains("API route not found"),
+                "{} {path} is documented but not routed",
+                op.method
+            );
+            if op.needs_auth && op.path != "/login" {
+                assert!(
+                    text.contains("not_activated"),
+                    "{} {path} answered {status} {text}",
+                    op.method
+                );
+            }
+        }
+    }
 
     #[test]
     fn strips_ports_from_host_headers() {

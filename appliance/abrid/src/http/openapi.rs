@@ -165,6 +165,94 @@ pub const OPERATIONS: &[Operation] = &[
         "AuditList",
         true,
     ),
+    op(
+        "get",
+        "/enrolment-tokens",
+        "Enrolment tokens for agents (without their secrets)",
+        None,
+        "EnrolTokenList",
+        true,
+    ),
+    op(
+        "post",
+        "/enrolment-tokens",
+        "Create an enrolment token; the secret is shown once",
+        Some("NewEnrolToken"),
+        "EnrolToken",
+        true,
+    ),
+    op(
+        "delete",
+        "/enrolment-tokens/{id}",
+        "Revoke an enrolment token",
+        None,
+        "Empty",
+        true,
+    ),
+    op(
+        "get",
+        "/machines",
+        "Enrolled machines",
+        None,
+        "MachineList",
+        true,
+    ),
+    op(
+        "get",
+        "/machines/{id}",
+        "One machine",
+        None,
+        "Machine",
+        true,
+    ),
+    op(
+        "post",
+        "/machines/{id}/revoke",
+        "Revoke a machine's key; its backups are kept",
+        None,
+        "Empty",
+        true,
+    ),
+    op(
+        "post",
+        "/machines/{id}/backup",
+        "Queue a backup of the machine now",
+        Some("BackupNow"),
+        "Job",
+        true,
+    ),
+    op(
+        "get",
+        "/machines/{id}/jobs",
+        "The machine's jobs, newest first",
+        None,
+        "JobList",
+        true,
+    ),
+    op(
+        "get",
+        "/jobs",
+        "Jobs queued or running, with live progress",
+        None,
+        "JobList",
+        true,
+    ),
+    op(
+        "get",
+        "/jobs/{id}",
+        "One job with its progress and log",
+        None,
+        "Job",
+        true,
+    ),
+    op(
+        "post",
+        "/jobs/{id}/cancel",
+        "Cancel a queued or running job",
+        None,
+        "Empty",
+        true,
+    ),
     op("get", "/openapi.json", "This document", None, "Any", false),
 ];
 
@@ -194,31 +282,112 @@ fn schemas() -> Value {
     plan["properties"]["id"] = s("string");
     plan["properties"]["kind"] = json!({"enum": ["files", "image"]});
     let security = json!({"enum": ["starttls", "tls", "none"]});
-    json!({
-        "Error": obj(json!({"error": s("string"), "message": s("string")}), &["error", "message"]),
-        "Empty": {},
-        "Any": {},
-        "Status": obj(json!({"hostname": s("string"), "fqdn": {"type": ["string", "null"]}, "fingerprint": s("string"), "activated": s("boolean"), "version": s("string")}), &["hostname", "fingerprint", "activated", "version"]),
-        "ActivateRequest": obj(json!({"claim_code": s("string")}), &["claim_code"]),
-        "IssuedPassword": obj(json!({"user": s("string"), "password": s("string"), "mailed_to_partner": s("boolean")}), &["user", "password", "mailed_to_partner"]),
-        "LoginRequest": obj(json!({"user": s("string"), "password": s("string")}), &["user", "password"]),
-        "LoginResponse": obj(json!({"user": s("string"), "csrf_token": s("string"), "language": s("string")}), &["user", "csrf_token", "language"]),
-        "Account": obj(json!({"user": s("string"), "language": s("string"), "csrf_token": {"type": ["string", "null"]}}), &["user", "language"]),
-        "PasswordChange": obj(json!({"current_password": s("string"), "new_password": s("string")}), &["current_password", "new_password"]),
-        "LanguageChange": obj(json!({"language": {"enum": ["fr", "en"]}}), &["language"]),
-        "BoxInfo": obj(json!({"hostname": s("string"), "fqdn": {"type": ["string", "null"]}, "fingerprint": s("string"), "activated": s("boolean"), "version": s("string"), "interface": {"type": ["string", "null"]}, "mac": s("string"), "addresses": strings.clone(), "uptime_seconds": s("integer"), "dev_mode": s("boolean"), "disks": {"type": "array", "items": obj(json!({"mount": s("string"), "device": s("string"), "fs_type": s("string"), "total_bytes": s("integer"), "free_bytes": s("integer")}), &["mount", "total_bytes", "free_bytes"])}}), &["hostname", "fingerprint", "activated"]),
-        "MailView": obj(json!({"host": {"type": ["string", "null"]}, "port": s("integer"), "security": security.clone(), "user": {"type": ["string", "null"]}, "password_set": s("boolean"), "sender": s("string"), "recipients": strings.clone()}), &["host", "port", "security", "password_set", "sender", "recipients"]),
-        "MailUpdate": obj(json!({"host": s("string"), "port": s("integer"), "security": security, "user": {"type": ["string", "null"]}, "password": {"type": ["string", "null"], "description": "absent: keep; empty: clear"}, "sender": s("string"), "recipients": strings.clone()}), &["host", "port", "security", "sender", "recipients"]),
-        "TestMail": obj(json!({"to": {"type": ["string", "null"]}}), &[]),
-        "TestMailSent": obj(json!({"sent": s("boolean"), "recipients": strings}), &["sent", "recipients"]),
-        "PlanSettings": plan_settings,
-        "Plan": plan,
-        "PlanList": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}},
-        "NewToken": obj(json!({"name": s("string")}), &["name"]),
-        "Token": obj(json!({"id": s("string"), "name": s("string"), "created": s("integer"), "token": s("string")}), &["id", "name", "created"]),
-        "TokenList": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}},
-        "AuditList": {"type": "array", "items": obj(json!({"time": s("integer"), "actor": s("string"), "action": s("string"), "detail": s("string")}), &["time", "actor", "action", "detail"])},
-    })
+    let mut schemas = serde_json::Map::new();
+    schemas.insert(
+        "Error".into(),
+        obj(
+            json!({"error": s("string"), "message": s("string")}),
+            &["error", "message"],
+        ),
+    );
+    schemas.insert("Empty".into(), json!({}));
+    schemas.insert("Any".into(), json!({}));
+    schemas.insert("Status".into(), obj(json!({"hostname": s("string"), "fqdn": {"type": ["string", "null"]}, "fingerprint": s("string"), "activated": s("boolean"), "version": s("string")}), &["hostname", "fingerprint", "activated", "version"]));
+    schemas.insert(
+        "ActivateRequest".into(),
+        obj(json!({"claim_code": s("string")}), &["claim_code"]),
+    );
+    schemas.insert("IssuedPassword".into(), obj(json!({"user": s("string"), "password": s("string"), "mailed_to_partner": s("boolean")}), &["user", "password", "mailed_to_partner"]));
+    schemas.insert(
+        "LoginRequest".into(),
+        obj(
+            json!({"user": s("string"), "password": s("string")}),
+            &["user", "password"],
+        ),
+    );
+    schemas.insert(
+        "LoginResponse".into(),
+        obj(
+            json!({"user": s("string"), "csrf_token": s("string"), "language": s("string")}),
+            &["user", "csrf_token", "language"],
+        ),
+    );
+    schemas.insert("Account".into(), obj(json!({"user": s("string"), "language": s("string"), "csrf_token": {"type": ["string", "null"]}}), &["user", "language"]));
+    schemas.insert(
+        "PasswordChange".into(),
+        obj(
+            json!({"current_password": s("string"), "new_password": s("string")}),
+            &["current_password", "new_password"],
+        ),
+    );
+    schemas.insert(
+        "LanguageChange".into(),
+        obj(json!({"language": {"enum": ["fr", "en"]}}), &["language"]),
+    );
+    schemas.insert("BoxInfo".into(), obj(json!({"hostname": s("string"), "fqdn": {"type": ["string", "null"]}, "fingerprint": s("string"), "activated": s("boolean"), "version": s("string"), "interface": {"type": ["string", "null"]}, "mac": s("string"), "addresses": strings.clone(), "uptime_seconds": s("integer"), "dev_mode": s("boolean"), "disks": {"type": "array", "items": obj(json!({"mount": s("string"), "device": s("string"), "fs_type": s("string"), "total_bytes": s("integer"), "free_bytes": s("integer")}), &["mount", "total_bytes", "free_bytes"])}}), &["hostname", "fingerprint", "activated"]));
+    schemas.insert("MailView".into(), obj(json!({"host": {"type": ["string", "null"]}, "port": s("integer"), "security": security.clone(), "user": {"type": ["string", "null"]}, "password_set": s("boolean"), "sender": s("string"), "recipients": strings.clone()}), &["host", "port", "security", "password_set", "sender", "recipients"]));
+    schemas.insert("MailUpdate".into(), obj(json!({"host": s("string"), "port": s("integer"), "security": security, "user": {"type": ["string", "null"]}, "password": {"type": ["string", "null"], "description": "absent: keep; empty: clear"}, "sender": s("string"), "recipients": strings.clone()}), &["host", "port", "security", "sender", "recipients"]));
+    schemas.insert(
+        "TestMail".into(),
+        obj(json!({"to": {"type": ["string", "null"]}}), &[]),
+    );
+    schemas.insert(
+        "TestMailSent".into(),
+        obj(
+            json!({"sent": s("boolean"), "recipients": strings}),
+            &["sent", "recipients"],
+        ),
+    );
+    schemas.insert("PlanSettings".into(), plan_settings);
+    schemas.insert("Plan".into(), plan);
+    schemas.insert(
+        "PlanList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Plan"}}),
+    );
+    schemas.insert(
+        "NewToken".into(),
+        obj(json!({"name": s("string")}), &["name"]),
+    );
+    schemas.insert("Token".into(), obj(json!({"id": s("string"), "name": s("string"), "created": s("integer"), "token": s("string")}), &["id", "name", "created"]));
+    schemas.insert(
+        "TokenList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Token"}}),
+    );
+    schemas.insert(
+        "NewEnrolToken".into(),
+        obj(
+            json!({"name": s("string"), "days": s("integer")}),
+            &["name"],
+        ),
+    );
+    schemas.insert("EnrolToken".into(), obj(json!({"id": s("string"), "name": s("string"), "created": s("integer"), "expires": s("integer"), "uses": s("integer"), "revoked": s("boolean"), "token": s("string")}), &["id", "name", "created", "expires", "uses", "revoked"]));
+    schemas.insert(
+        "EnrolTokenList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/EnrolToken"}}),
+    );
+    schemas.insert("Machine".into(), obj(json!({"id": s("string"), "hostname": s("string"), "os": s("string"), "agent_version": s("string"), "enrolled": s("integer"), "last_seen": s("integer"), "revoked": s("boolean")}), &["id", "hostname", "os", "agent_version", "enrolled", "last_seen", "revoked"]));
+    schemas.insert(
+        "MachineList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Machine"}}),
+    );
+    schemas.insert(
+        "BackupNow".into(),
+        obj(json!({"plan": s("string"), "full": s("boolean")}), &[]),
+    );
+    schemas.insert("Job".into(), json!({"type": "object", "properties": {"id": s("string"), "machine": s("string"), "kind": {"enum": ["backup", "restore"]}, "plan": s("string"), "full": s("boolean"), "trigger": s("string"), "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}, "created": s("integer"), "started": {"type": ["integer", "null"]}, "finished": {"type": ["integer", "null"]}, "progress": {"type": "object"}, "log": strings.clone(), "snapshot": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}, "cancel_requested": s("boolean")}}));
+    schemas.insert(
+        "RestoreRequest".into(),
+        obj(
+            json!({"snapshot": s("string"), "paths": strings.clone(), "target": s("string")}),
+            &["snapshot", "target"],
+        ),
+    );
+    schemas.insert(
+        "JobList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Job"}}),
+    );
+    schemas.insert("AuditList".into(), json!({"type": "array", "items": obj(json!({"time": s("integer"), "actor": s("string"), "action": s("string"), "detail": s("string")}), &["time", "actor", "action", "detail"])}));
+    Value::Object(schemas)
 }
 
 pub fn build() -> Value {

@@ -12,11 +12,14 @@
 //! | `sessions` | SHA-256 of the session token (hex) | [`Session`] |
 //! | `plans` | plan id | `abri_proto::plan::Plan` |
 //! | `tokens` | token id | [`ApiToken`] |
+//! | `machines` | machine id | [`Machine`] |
+//! | `enrol_tokens` | enrolment token id | [`EnrolToken`] |
+//! | `jobs` | job id (sortable by creation) | `jobs::Job` |
 //! | `audit` | big-endian time + sequence | [`AuditEvent`] |
 
 pub mod records;
 
-pub use records::{Activation, ApiToken, AuditEvent, Identity, Session, User};
+pub use records::{Activation, ApiToken, AuditEvent, EnrolToken, Identity, Machine, Session, User};
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, SerdeJson, Str, U32};
@@ -62,6 +65,9 @@ pub struct Db {
     sessions: JsonTable,
     plans: JsonTable,
     tokens: JsonTable,
+    machines: JsonTable,
+    enrol_tokens: JsonTable,
+    jobs: JsonTable,
     audit: Database<Bytes, SerdeJson<serde_json::Value>>,
 }
 
@@ -73,6 +79,9 @@ pub enum Table {
     Sessions,
     Plans,
     Tokens,
+    Machines,
+    EnrolTokens,
+    Jobs,
 }
 
 impl Db {
@@ -104,6 +113,9 @@ impl Db {
             sessions: env.create_database(&mut wtxn, Some("sessions"))?,
             plans: env.create_database(&mut wtxn, Some("plans"))?,
             tokens: env.create_database(&mut wtxn, Some("tokens"))?,
+            machines: env.create_database(&mut wtxn, Some("machines"))?,
+            enrol_tokens: env.create_database(&mut wtxn, Some("enrol_tokens"))?,
+            jobs: env.create_database(&mut wtxn, Some("jobs"))?,
             audit: env.create_database(&mut wtxn, Some("audit"))?,
             env: env.clone(),
         };
@@ -148,6 +160,9 @@ impl Db {
             Table::Sessions => self.sessions,
             Table::Plans => self.plans,
             Table::Tokens => self.tokens,
+            Table::Machines => self.machines,
+            Table::EnrolTokens => self.enrol_tokens,
+            Table::Jobs => self.jobs,
         }
     }
 

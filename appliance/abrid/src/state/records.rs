@@ -73,3 +73,33 @@ impl AuditEvent {
         }
     }
 }
+
+/// A protected machine, enrolled with an enrolment token. Only the SHA-256 of its key is kept.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub id: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub key_sha256: String,
+    pub enrolled: u64,
+    pub last_seen: u64,
+    /// Set when the console revokes the machine's key; the agent is refused from then on.
+    #[serde(default)]
+    pub revoked_at: Option<u64>,
+    /// The enrolment token used (for the audit trail and later per-contract kits).
+    pub enrol_token: String,
+}
+
+/// A token that lets agents enrol machines. Several machines may use one until it expires.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrolToken {
+    pub id: String,
+    pub name: String,
+    pub secret_sha256: String,
+    pub created: u64,
+    pub expires: u64,
+    pub uses: u64,
+    #[serde(default)]
+    pub revoked: bool,
+}

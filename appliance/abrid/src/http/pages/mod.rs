@@ -4,6 +4,7 @@
 
 mod account;
 mod dashboard;
+mod machines;
 mod onboarding;
 mod settings;
 
@@ -48,6 +49,16 @@ pub fn routes() -> Router<Arc<App>> {
             get(settings::plan_page).post(settings::save_plan),
         )
         .route("/settings/box", get(settings::box_page))
+        .route("/machines", get(machines::machines_page))
+        .route(
+            "/machines/enrol",
+            get(machines::enrol_page).post(machines::create_token),
+        )
+        .route("/machines/enrol/{id}/revoke", post(machines::revoke_token))
+        .route("/machines/{id}", get(machines::machine_page))
+        .route("/machines/{id}/backup", post(machines::backup_now))
+        .route("/machines/{id}/revoke", post(machines::revoke))
+        .route("/jobs/{id}/cancel", post(machines::cancel_job))
         .route("/ca.pem", get(ca_certificate))
         .route("/static/abri.css", get(stylesheet))
 }

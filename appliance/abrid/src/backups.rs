@@ -1,0 +1,148 @@
+//! Backups as the console and the scheduler ask for them: queueing, cancelling, and the
+//! periodic check of which machines are due. Storage itself is `abri_store`.
+
+use crate::app::App;
+use crate::errors::{AppError, AppResult};
+use crate::jobs::{Job, JobKind, JobState};
+use crate::machines;
+use crate::schedule::{self, Decision, RunHistory};
+use crate::settings;
+use crate::state::AuditEvent;
+use crate::state::records::now;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Queues a backup of one machine (console, API).
+pub fn queue_backup(
+    app: &App,
+    actor: &str,
+    machine_id: &str,
+    plan: &str,
+    full: bool,
+) -> AppResult<Job> {
+    let machine = machines::machine(app, machine_id)?;
+    if machine.revoked_at.is_some() {
+        return Err(AppError::Invalid(
+            "machine: its key was revoked; enrol it again".into(),
+        ));
+    }
+    let spec = settings::backup_spec(app, plan, full)?;
+    let job = app.jobs.queue_backup(machine_id, spec, "console")?;
+    app.db.audit(&AuditEvent::new(
+        actor,
+        "backup_queued",
+        format!("{} on {} ({})", plan, machine.hostname, job.id),
+    ))?;
+    Ok(job)
+}
+
+pub fn cancel_job(app: &App, actor: &str, job_id: &str) -> AppResult<()> {
+    let job = app.jobs.get(job_id)?;
+    if !job.state.is_active() {
+        return Err(AppError::Invalid(format!(
+            "job: {job_id} has already ended"
+        )));
+    }
+    app.jobs.cancel(&job.machine, job_id)?;
+    app.db
+        .audit(&AuditEvent::new(actor, "job_cancelled", job_id))?;
+    Ok(())
+}
+
+/// What the box remembers of a plan's runs on a machine, from its job history.
+fn history(app: &App, machine: &str, plan: &str) -> AppResult<RunHistory> {
+    let mut h = RunHistory::default();
+    for job in app.jobs.history(machine, 500)? {
+        if job.kind != JobKind::Backup || job.plan != plan {
+            continue;
+        }
+        let started = job.started.unwrap_or(job.created);
+        let newest =
+            |slot: &mut Option<u64>| *slot = Some(slot.map_or(started, |s| s.max(started)));
+        newest(&mut h.last_attempt_started);
+        if job.state == JobState::Succeeded {
+            newest(&mut h.last_success_started);
+            if job.full {
+                newest(&mut h.last_full_started);
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// One pass of the scheduler: queue every file plan that is due on a live machine.
+pub fn run_due(app: &App, now_secs: u64) -> AppResult<Vec<Job>> {
+    let minute = schedule::local_minute_of_day(now_secs, app.factory.partner.timezone.as_deref());
+    let mut queued = Vec::new();
+    let plans = settings::plans(app)?;
+    for machine in machines::machines(app)? {
+        if machine.revoked_at.is_some() {
+            continue;
+        }
+        for plan in plans
+            .iter()
+            .filter(|p| p.kind == abri_proto::plan::PlanKind::Files)
+        {
+            if app.jobs.active_for(&machine.id, &plan.id).is_some() {
+                continue;
+            }
+            let h = history(app, &machine.id, &plan.id)?;
+            if let Decision::Run { full } = schedule::decide(&plan.settings, &h, now_secs, minute) {
+                let spec = settings::backup_spec(app, &plan.id, full)?;
+                queued.push(app.jobs.queue_backup(&machine.id, spec, "schedule")?);
+            }
+        }
+    }
+    Ok(queued)
+}
+
+/// The scheduler task: checks every minute.
+pub async fn scheduler(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match run_due(&app, now()) {
+            Ok(jobs) => {
+                for job in jobs {
+                    tracing::info!(machine = %job.machine, plan = %job.plan, full = job.full, job = %job.id, "backup due");
+                }
+            }
+            Err(e) => tracing::warn!("scheduler: {e}"),
+        }
+    }
+}
+
+/// Queues a restore that the machine's agent carries out ("restore to the machine"): the
+/// snapshot must be the machine's own, the paths relative to the snapshot's root, and the
+/// target an absolute directory on the machine.
+pub fn queue_restore(
+    app: &App,
+    actor: &str,
+    machine_id: &str,
+    request: crate::jobs::RestoreRequest,
+) -> AppResult<Job> {
+    let machine = machines::machine(app, machine_id)?;
+    if machine.revoked_at.is_some() {
+        return Err(AppError::Invalid("machine: its key was revoked".into()));
+    }
+    abri_store::validate_id("snapshot", &request.snapshot)?;
+    abri_store::load_snapshot(&app.store, machine_id, &request.snapshot).map_err(|_| {
+        AppError::NotFound(format!("snapshot {} of this machine", request.snapshot))
+    })?;
+    for path in &request.paths {
+        abri_store::validate_path(path.trim_start_matches('/').as_bytes())?;
+    }
+    let windows_drive = request.target.len() > 2 && request.target.as_bytes()[1] == b':';
+    if !(request.target.starts_with('/') || windows_drive) {
+        return Err(AppError::Invalid(
+            "target: an absolute directory on the machine".into(),
+        ));
+    }
+    let job = app.jobs.queue_restore(machine_id, request)?;
+    app.db.audit(&AuditEvent::new(
+        actor,
+        "restore_queued",
+        format!("on {} ({})", machine.hostname, job.id),
+    ))?;
+    Ok(job)
+}

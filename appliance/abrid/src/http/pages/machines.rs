@@ -1,0 +1,427 @@
+//! Machines: the list, one machine's page, and enrolment tokens.
+
+use super::dashboard::{human_bytes, human_time};
+use super::{Chrome, Flash, PageUser, render, status_of};
+use crate::app::App;
+use crate::backups;
+use crate::errors::AppError;
+use crate::http::extract::PageForm;
+use crate::jobs::{Job, JobKind, JobState};
+use crate::machines;
+use crate::state::Machine;
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Q = Query<HashMap<String, String>>;
+
+/// A machine as a row of the list.
+pub struct MachineRow {
+    pub id: String,
+    pub hostname: String,
+    pub os: String,
+    pub last_backup: String,
+    /// `fresh` (< 24 h), `recent` (< 48 h), `stale` (< 7 d), `old`, `never`: colours the row.
+    pub freshness: &'static str,
+    pub last_seen: String,
+    pub revoked: bool,
+}
+
+fn last_good_backup(app: &App, machine: &str) -> Option<u64> {
+    app.jobs
+        .history(machine, 200)
+        .ok()?
+        .into_iter()
+        .filter(|j| j.kind == JobKind::Backup && j.state == JobState::Succeeded)
+        .filter_map(|j| j.finished)
+        .max()
+}
+
+/// The control room's colour scale of backup age.
+pub fn freshness(age_secs: Option<u64>) -> &'static str {
+    match age_secs {
+        None => "never",
+        Some(a) if a < 86400 => "fresh",
+        Some(a) if a < 2 * 86400 => "recent",
+        Some(a) if a < 7 * 86400 => "stale",
+        Some(_) => "old",
+    }
+}
+
+fn row(app: &App, m: Machine, never: &str) -> MachineRow {
+    let last = last_good_backup(app, &m.id);
+    let now = crate::state::records::now();
+    MachineRow {
+        last_backup: last.map(human_time).unwrap_or_else(|| never.to_string()),
+        freshness: freshness(last.map(|t| now.saturating_sub(t))),
+        last_seen: human_time(m.last_seen),
+        revoked: m.revoked_at.is_some(),
+        id: m.id,
+        hostname: m.hostname,
+        os: m.os,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "machines.html")]
+pub struct MachinesPage {
+    pub c: Chrome,
+    pub machines: Vec<MachineRow>,
+}
+
+pub async fn machines_page(State(app): State<Arc<App>>, user: PageUser) -> Response {
+    let c = Chrome::new(&app, &user.language, Some(&user), "machines", "/machines");
+    let list = match machines::machines(&app) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let machines = list.into_iter().map(|m| row(&app, m, c.t.never)).collect();
+    render(StatusCode::OK, &MachinesPage { c, machines })
+}
+
+/// A job as a row of the machine's history.
+pub struct JobRow {
+    pub id: String,
+    pub kind: &'static str,
+    pub plan: String,
+    pub state: &'static str,
+    pub active: bool,
+    pub started: String,
+    pub duration: String,
+    pub files: u64,
+    pub bytes: String,
+    pub current: String,
+    pub error: String,
+    pub log: Vec<String>,
+}
+
+fn job_row(job: Job) -> JobRow {
+    let state = match job.state {
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+    };
+    let end = job.finished.unwrap_or_else(crate::state::records::now);
+    let duration = job
+        .started
+        .map(|s| format!("{} s", end.saturating_sub(s)))
+        .unwrap_or_default();
+    JobRow {
+        kind: if job.kind == JobKind::Backup {
+            "backup"
+        } else {
+            "restore"
+        },
+        plan: job.plan,
+        state,
+        active: job.state.is_active(),
+        started: human_time(job.started.unwrap_or(job.created)),
+        duration,
+        files: job.progress.files_scanned,
+        bytes: human_bytes(job.progress.bytes_scanned),
+        current: job.progress.current.unwrap_or_default(),
+        error: job.error.unwrap_or_default(),
+        log: job.log.iter().rev().take(50).rev().cloned().collect(),
+        id: job.id,
+    }
+}
+
+/// A committed backup as a row of the machine's history.
+pub struct SnapshotRow {
+    pub id: String,
+    pub plan: String,
+    pub started: String,
+    pub duration: String,
+    pub files: u64,
+    pub size: String,
+    pub changed: String,
+    pub full: bool,
+}
+
+fn snapshot_row(m: &abri_store::SnapshotManifest) -> SnapshotRow {
+    let st = &m.stats;
+    let changed = match (st.new_bytes * 1000).checked_div(st.bytes) {
+        Some(per_mille) => format!("{}.{} %", per_mille / 10, per_mille % 10),
+        None => "—".into(),
+    };
+    SnapshotRow {
+        id: m.id.clone(),
+        plan: m.plan.clone(),
+        started: human_time(m.started.max(0) as u64),
+        duration: format!("{} s", (m.finished - m.started).max(0)),
+        files: st.files,
+        size: human_bytes(st.bytes),
+        changed,
+        full: m.full,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "machine.html")]
+pub struct MachinePage {
+    pub c: Chrome,
+    pub m: MachineRow,
+    pub agent_version: String,
+    pub enrolled: String,
+    pub jobs: Vec<JobRow>,
+    pub snapshots: Vec<SnapshotRow>,
+}
+
+pub async fn machine_page(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Response {
+    let path = format!("/machines/{id}");
+    let machine = match machines::machine(&app, &id) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let mut c = Chrome::new(&app, &user.language, Some(&user), "machines", &path);
+    if q.contains_key("queued") {
+        c.flash = Flash::ok(c.t.backup_queued);
+    } else if q.contains_key("revoked") {
+        c.flash = Flash::ok(c.t.key_revoked);
+    }
+    machine_view(&app, c, machine, StatusCode::OK)
+}
+
+fn machine_view(app: &App, c: Chrome, machine: Machine, status: StatusCode) -> Response {
+    let jobs = app
+        .jobs
+        .history(&machine.id, 30)
+        .unwrap_or_default()
+        .into_iter()
+        .map(job_row)
+        .collect();
+    let mut snapshots: Vec<SnapshotRow> = abri_store::list_snapshots(&app.store, &machine.id)
+        .unwrap_or_default()
+        .iter()
+        .map(snapshot_row)
+        .collect();
+    snapshots.reverse();
+    let agent_version = machine.agent_version.clone();
+    let enrolled = human_time(machine.enrolled);
+    let m = row(app, machine, c.t.never);
+    render(
+        status,
+        &MachinePage {
+            c,
+            m,
+            agent_version,
+            enrolled,
+            jobs,
+            snapshots,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn backup_now(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Response {
+    let result = user
+        .check_csrf(&form.csrf)
+        .and_then(|()| backups::queue_backup(&app, &user.name, &id, "files", false));
+    after_action(&app, &user, &id, result.map(|_| ()), "queued")
+}
+
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Response {
+    let result = user
+        .check_csrf(&form.csrf)
+        .and_then(|()| machines::revoke_machine(&app, &user.name, &id));
+    after_action(&app, &user, &id, result, "revoked")
+}
+
+#[derive(Deserialize)]
+pub struct CancelForm {
+    csrf: String,
+    machine: String,
+}
+
+pub async fn cancel_job(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    Path(job): Path<String>,
+    PageForm(form): PageForm<CancelForm>,
+) -> Response {
+    let result = user
+        .check_csrf(&form.csrf)
+        .and_then(|()| backups::cancel_job(&app, &user.name, &job));
+    after_action(&app, &user, &form.machine, result, "cancelled")
+}
+
+fn after_action(
+    app: &App,
+    user: &PageUser,
+    machine_id: &str,
+    result: Result<(), AppError>,
+    ok: &str,
+) -> Response {
+    match result {
+        Ok(()) => Redirect::to(&format!("/machines/{machine_id}?{ok}=1")).into_response(),
+        Err(e) => match machines::machine(app, machine_id) {
+            Ok(machine) => {
+                let path = format!("/machines/{machine_id}");
+                let c =
+                    Chrome::new(app, &user.language, Some(user), "machines", &path).with_error(&e);
+                machine_view(app, c, machine, status_of(&e))
+            }
+            Err(_) => e.into_response(),
+        },
+    }
+}
+
+// ---- enrolment ----
+
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub expires: String,
+    pub uses: u64,
+    pub revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "enrol.html")]
+pub struct EnrolPage {
+    pub c: Chrome,
+    pub tokens: Vec<TokenRow>,
+    /// The command line with a token just created, shown once.
+    pub new_command: Option<String>,
+}
+
+fn enrol_view(app: &App, c: Chrome, new_command: Option<String>, status: StatusCode) -> Response {
+    let tokens = machines::enrol_tokens(app)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| TokenRow {
+            expires: human_time(t.expires),
+            id: t.id,
+            name: t.name,
+            uses: t.uses,
+            revoked: t.revoked,
+        })
+        .collect();
+    render(
+        status,
+        &EnrolPage {
+            c,
+            tokens,
+            new_command,
+        },
+    )
+}
+
+pub async fn enrol_page(State(app): State<Arc<App>>, user: PageUser) -> Response {
+    let c = Chrome::new(
+        &app,
+        &user.language,
+        Some(&user),
+        "machines",
+        "/machines/enrol",
+    );
+    enrol_view(&app, c, None, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    csrf: String,
+    name: String,
+    days: String,
+}
+
+pub async fn create_token(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    PageForm(form): PageForm<TokenForm>,
+) -> Response {
+    let result = user.check_csrf(&form.csrf).and_then(|()| {
+        let days: u32 = form
+            .days
+            .trim()
+            .parse()
+            .map_err(|_| AppError::Invalid("days: a whole number of days".into()))?;
+        machines::create_enrol_token(&app, &user.name, &form.name, days)
+    });
+    let c = Chrome::new(
+        &app,
+        &user.language,
+        Some(&user),
+        "machines",
+        "/machines/enrol",
+    );
+    match result {
+        Ok((_, secret)) => {
+            let command = format!(
+                "abri-agent enroll --box https://{}.local --fingerprint {} --token {secret}",
+                app.identity.hostname,
+                app.ca.fingerprint()
+            );
+            enrol_view(&app, c, Some(command), StatusCode::OK)
+        }
+        Err(e) => {
+            let status = status_of(&e);
+            enrol_view(&app, c.with_error(&e), None, status)
+        }
+    }
+}
+
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Response {
+    let result = user
+        .check_csrf(&form.csrf)
+        .and_then(|()| machines::revoke_enrol_token(&app, &user.name, &id));
+    match result {
+        Ok(()) => Redirect::to("/machines/enrol").into_response(),
+        Err(e) => {
+            let c = Chrome::new(
+                &app,
+                &user.language,
+                Some(&user),
+                "machines",
+                "/machines/enrol",
+            )
+            .with_error(&e);
+            let status = status_of(&e);
+            enrol_view(&app, c, None, status)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::freshness;
+
+    #[test]
+    fn freshness_follows_the_control_room_scale() {
+        assert_eq!(freshness(None), "never");
+        assert_eq!(freshness(Some(3600)), "fresh");
+        assert_eq!(freshness(Some(30 * 3600)), "recent");
+        assert_eq!(freshness(Some(3 * 86400)), "stale");
+        assert_eq!(freshness(Some(30 * 86400)), "old");
+    }
+}
