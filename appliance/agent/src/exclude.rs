@@ -1,0 +1,160 @@
+//! Exclusion rules of a file plan.
+//!
+//! A rule is an absolute path or glob (`/home/*/.cache`, `/var/tmp`) matched component by
+//! component against a path and each of its ancestors, so excluding a directory excludes
+//! its subtree (and the walk never enters it). A rule without a `/` (`*.tmp`, `.cache`)
+//! matches a name at any depth. In a component, `*` matches any run of bytes, `?` one byte;
+//! `**` as a whole component matches any number of components. A trailing `/` is ignored.
+
+/// Compiled exclusion rules.
+#[derive(Debug, Clone, Default)]
+pub struct Excludes {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    /// Components of an anchored pattern.
+    Anchored(Vec<Vec<u8>>),
+    /// A single-component pattern matched against every name.
+    Name(Vec<u8>),
+}
+
+impl Excludes {
+    /// Compiles the patterns of a plan; empty ones are ignored.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let mut rules = Vec::new();
+        for p in patterns {
+            let p = p.as_ref().trim();
+            let p = p.trim_end_matches('/');
+            if p.is_empty() {
+                // "/" alone (trimmed to nothing) would exclude everything: ignore it.
+                continue;
+            }
+            if p.contains('/') {
+                let parts = p
+                    .split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .map(|c| c.as_bytes().to_vec())
+                    .collect::<Vec<_>>();
+                if !parts.is_empty() {
+                    rules.push(Rule::Anchored(parts));
+                }
+            } else {
+                rules.push(Rule::Name(p.as_bytes().to_vec()));
+            }
+        }
+        Excludes { rules }
+    }
+
+    /// True when the absolute path `path` (bytes, `/`-separated) is excluded, itself or as
+    /// part of an excluded ancestor.
+    pub fn is_excluded(&self, path: &[u8]) -> bool {
+        let components: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        self.rules.iter().any(|rule| match rule {
+            Rule::Name(p) => components.iter().any(|c| glob_component(p, c)),
+            Rule::Anchored(parts) => {
+                (1..=components.len()).any(|n| glob_components(parts, &components[..n]))
+            }
+        })
+    }
+
+    /// True when no rule is set.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+fn glob_components(pattern: &[Vec<u8>], path: &[&[u8]]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first.as_slice() == b"**" => {
+            (0..=path.len()).any(|skip| glob_components(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((c, path_rest)) => glob_component(first, c) && glob_components(rest, path_rest),
+            None => false,
+        },
+    }
+}
+
+/// `*` and `?` matching of one component, iterative with backtracking to the last `*`.
+fn glob_component(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(patterns: &[&str], path: &str) -> bool {
+        Excludes::new(patterns).is_excluded(path.as_bytes())
+    }
+
+    #[test]
+    fn prefixes_exclude_their_subtree_only() {
+        let rules = ["/proc", "/var/tmp/"];
+        assert!(ex(&rules, "/proc"));
+        assert!(ex(&rules, "/proc/1/status"));
+        assert!(!ex(&rules, "/processes"));
+        assert!(!ex(&rules, "/srv/proc"));
+        assert!(ex(&rules, "/var/tmp/x"));
+        assert!(!ex(&rules, "/var/tmpfoo"));
+        assert!(!ex(&rules, "/var"));
+    }
+
+    #[test]
+    fn globs_match_one_component() {
+        let rules = ["/home/*/.cache"];
+        assert!(ex(&rules, "/home/ann/.cache"));
+        assert!(ex(&rules, "/home/ann/.cache/thumbnails/x.png"));
+        assert!(!ex(&rules, "/home/ann/work/.cache"));
+        assert!(!ex(&rules, "/home/.cache"));
+        assert!(!ex(&rules, "/home/ann/.cachet"));
+        assert!(ex(&["/srv/*.log"], "/srv/a.log"));
+        assert!(!ex(&["/srv/*.log"], "/srv/a.log.gz"));
+        assert!(ex(&["/srv/a?c"], "/srv/abc"));
+        assert!(!ex(&["/srv/a?c"], "/srv/ac"));
+        assert!(ex(&["/srv/*a*b*"], "/srv/xxaxxbxx"));
+        assert!(!ex(&["/srv/*a*b*"], "/srv/xxbxxaxx"));
+    }
+
+    #[test]
+    fn names_and_double_stars_match_at_any_depth() {
+        assert!(ex(&["*.tmp"], "/home/ann/x.tmp"));
+        assert!(ex(
+            &["node_modules"],
+            "/srv/app/node_modules/left-pad/index.js"
+        ));
+        assert!(!ex(&["*.tmp"], "/home/ann/x.tmpl"));
+        assert!(ex(&["/srv/**/cache"], "/srv/a/b/cache/x"));
+        assert!(ex(&["/srv/**/cache"], "/srv/cache"));
+        assert!(!ex(&["/srv/**/cache"], "/opt/cache"));
+    }
+
+    #[test]
+    fn empty_and_root_rules_exclude_nothing() {
+        assert!(!ex(&["", "  ", "/"], "/etc/passwd"));
+        assert!(Excludes::new(&["/"]).is_empty());
+    }
+}

@@ -1,0 +1,35 @@
+//! abri-agent: backs up a machine's files to its Abri box and restores them.
+//!
+//! | module | job |
+//! |---|---|
+//! | `cli` | the command line (clap) and its output, text or `--json` |
+//! | `config` | the configuration file (box, pinned fingerprint, credentials), 0600, atomic |
+//! | `client` | the box's agent API over HTTPS pinned to the box CA, HTTP/2 |
+//! | `discover`, `enroll` | finding the box over mDNS; enrolment |
+//! | `walk`, `exclude`, `metadata` | what a backup reads, in catalog order, with full metadata |
+//! | `incremental` | the previous catalog alongside the walk: unchanged files are not read |
+//! | `backup`, `upload` | the backup pipeline: reader, packer, catalog; query, compress, upload |
+//! | `restore` | recreating entries under a target, never through a symlink |
+//! | `remote` | the box as destination and chunk source; job drivers |
+//! | `service` | `run`: long-poll commands, run jobs, backoff |
+//! | `progress` | live counters, reports to the box, the terminal's progress bar |
+//! | `state` | the job lock and the last job's outcome |
+//! | `platform` | OS specifics (Linux: xattrs, SEEK_DATA, `*at` calls) |
+
+pub mod backup;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod discover;
+pub mod enroll;
+pub mod exclude;
+pub mod incremental;
+pub mod metadata;
+pub mod platform;
+pub mod progress;
+pub mod remote;
+pub mod restore;
+pub mod service;
+pub mod state;
+pub mod upload;
+pub mod walk;

@@ -1,0 +1,229 @@
+//! The box as the backup's [`Destination`] and the restore's [`ChunkSource`], plus the two
+//! job drivers that tie client, engine and progress together.
+//!
+//! The engine is synchronous and multi-threaded; the client is async. Engine threads call
+//! `Handle::block_on` on the process's tokio runtime, so eight uploader threads are eight
+//! requests in flight on the one HTTP/2 connection.
+
+use abri_proto::agent::{BackupSpec, CommitSnapshot, SnapshotSummary};
+use abri_store::{CatalogReader, ChunkKey, ChunkSource, ChunkerParams, Digest, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tokio::runtime::Handle;
+
+use crate::backup::{BackupError, BackupJob, BackupReport, run_backup};
+use crate::client::{BoxClient, ClientError};
+use crate::config::AgentConfig;
+use crate::incremental::Previous;
+use crate::platform;
+use crate::progress::{Counters, report_to_box};
+use crate::restore::{RestoreError, RestoreOptions, RestoreReport, run_restore};
+use crate::upload::{Destination, DestinationError};
+
+/// Backups go to the box over HTTPS.
+pub struct HttpDestination {
+    client: BoxClient,
+    handle: Handle,
+}
+
+impl HttpDestination {
+    pub fn new(client: BoxClient, handle: Handle) -> Self {
+        HttpDestination { client, handle }
+    }
+}
+
+impl Destination for HttpDestination {
+    fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, DestinationError> {
+        let mut out = Vec::new();
+        for batch in digests.chunks(abri_proto::agent::MAX_DIGESTS_PER_QUERY) {
+            let hex = batch.iter().map(Digest::to_hex).collect();
+            let missing = self.handle.block_on(self.client.missing(hex))?;
+            for m in missing {
+                let d = m.parse::<Digest>().map_err(|_| {
+                    DestinationError::Other(format!("the box named an invalid digest {m:?}"))
+                })?;
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_chunk(&self, digest: &Digest, encoded: Vec<u8>) -> Result<(), DestinationError> {
+        Ok(self
+            .handle
+            .block_on(self.client.put_chunk(&digest.to_hex(), encoded))?)
+    }
+
+    fn commit(&self, commit: &CommitSnapshot) -> Result<SnapshotSummary, DestinationError> {
+        Ok(self.handle.block_on(self.client.commit(commit))?)
+    }
+}
+
+/// Chunks of one snapshot, fetched from the box and verified with the chunk key.
+pub struct HttpChunkSource {
+    client: BoxClient,
+    handle: Handle,
+    snapshot: String,
+    key: ChunkKey,
+}
+
+impl HttpChunkSource {
+    pub fn new(client: BoxClient, handle: Handle, snapshot: String, key: ChunkKey) -> Self {
+        HttpChunkSource {
+            client,
+            handle,
+            snapshot,
+            key,
+        }
+    }
+}
+
+impl ChunkSource for HttpChunkSource {
+    fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let bytes = self
+            .handle
+            .block_on(self.client.snapshot_chunk(&self.snapshot, &digest.to_hex()))
+            .map_err(|e| StoreError::Io {
+                action: "cannot fetch a chunk from the box",
+                path: PathBuf::from(format!("snapshot {} chunk {digest}", self.snapshot)),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        abri_store::decode_chunk(&bytes, &self.key, digest)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("snapshot {0} names an invalid catalog digest")]
+    BadCatalog(String),
+    #[error("the job's thread failed: {0}")]
+    Join(String),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_catalog(id: &str, hex: &[String]) -> Result<Vec<Digest>, JobError> {
+    hex.iter()
+        .map(|h| h.parse::<Digest>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| JobError::BadCatalog(id.to_string()))
+}
+
+/// Backs up `spec` for job `job_id`, reporting progress to the box every second.
+pub async fn backup_job(
+    client: &BoxClient,
+    config: &AgentConfig,
+    job_id: &str,
+    spec: BackupSpec,
+    counters: Arc<Counters>,
+) -> Result<BackupReport, JobError> {
+    let started = unix_now();
+    let key = config.chunk_key();
+    let handle = Handle::current();
+    // The newest snapshot of the same plan is the base of an incremental run.
+    let previous = if spec.full {
+        None
+    } else {
+        match client.snapshots().await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|s| s.plan == spec.plan && s.kind == "files")
+                .max_by_key(|s| (s.started, s.finished)),
+            Err(e) => {
+                counters.warn(format!(
+                    "cannot list previous snapshots ({e}): this backup reads every file"
+                ));
+                None
+            }
+        }
+    };
+    let previous = match previous {
+        Some(s) => match client.snapshot(&s.id).await {
+            Ok(detail) => {
+                let digests = parse_catalog(&s.id, &detail.catalog)?;
+                let source =
+                    HttpChunkSource::new(client.clone(), handle.clone(), s.id.clone(), key.clone());
+                Previous::new(CatalogReader::new(source, digests))
+            }
+            Err(e) => {
+                counters.warn(format!(
+                    "cannot read snapshot {} ({e}): this backup reads every file",
+                    s.id
+                ));
+                Previous::none()
+            }
+        },
+        None => Previous::none(),
+    };
+    let job = BackupJob {
+        job_id: job_id.to_string(),
+        spec,
+        root: PathBuf::from("/"),
+        key,
+        params: ChunkerParams::DEFAULT,
+        source: platform::hostname(),
+        started,
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = tokio::spawn(report_to_box(
+        client.clone(),
+        job_id.to_string(),
+        counters.clone(),
+        done.clone(),
+    ));
+    let dest = HttpDestination::new(client.clone(), handle);
+    let c = counters.clone();
+    let result = tokio::task::spawn_blocking(move || run_backup(&job, &dest, previous, &c)).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = reporter.await;
+    Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
+}
+
+/// Restores `snapshot` for job `job_id` (or a CLI restore when `job_id` is `None`).
+pub async fn restore_job(
+    client: &BoxClient,
+    config: &AgentConfig,
+    job_id: Option<&str>,
+    snapshot: &str,
+    opts: RestoreOptions,
+    counters: Arc<Counters>,
+) -> Result<RestoreReport, JobError> {
+    let detail = client.snapshot(snapshot).await?;
+    let digests = parse_catalog(snapshot, &detail.catalog)?;
+    let handle = Handle::current();
+    let source = HttpChunkSource::new(
+        client.clone(),
+        handle,
+        snapshot.to_string(),
+        config.chunk_key(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = job_id.map(|id| {
+        tokio::spawn(report_to_box(
+            client.clone(),
+            id.to_string(),
+            counters.clone(),
+            done.clone(),
+        ))
+    });
+    let c = counters.clone();
+    let result =
+        tokio::task::spawn_blocking(move || run_restore(&source, digests, &opts, &c)).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = reporter {
+        let _ = r.await;
+    }
+    Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
+}

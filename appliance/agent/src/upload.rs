@@ -1,0 +1,225 @@
+//! From finished chunks to chunks on the box: ask which are missing, compress only those,
+//! upload them with several requests in flight.
+//!
+//! ```text
+//! reader ──(4)──▶ query ──(workers)──▶ compress ×N ──(uploaders)──▶ upload ×U ──▶ box
+//! ```
+//!
+//! Every channel is bounded, so memory is a few dozen chunks whatever the data size. The
+//! query stage batches digests (up to [`QUERY_BATCH`] chunks, fewer when the reader is
+//! slower than the network) and remembers every digest it has settled in this run, so a
+//! chunk seen twice is asked about and sent once. Chunks the box already has are never
+//! compressed. Each uploader thread blocks on one request at a time; with HTTP they share
+//! one HTTP/2 connection, so U threads are U requests in flight.
+//!
+//! Stages never fail silently: the first error is kept in [`Abort`] and every stage then
+//! drains its input without working, so the pipeline winds down without deadlock.
+
+use abri_proto::agent::{CommitSnapshot, SnapshotSummary};
+use abri_store::{Digest, EncodedChunk, PackedChunk};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::progress::Counters;
+
+/// Most chunks per missing-query.
+pub const QUERY_BATCH: usize = 16;
+/// zstd level of data chunks.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Why a destination call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error(transparent)]
+    Store(#[from] abri_store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where a backup's chunks and snapshot go: the box over HTTP, or a local store in tests.
+/// Calls block; the pipeline makes several at once from different threads.
+pub trait Destination: Send + Sync {
+    /// The subset of `digests` the destination lacks.
+    fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, DestinationError>;
+    /// Stores one encoded chunk (idempotent).
+    fn put_chunk(&self, digest: &Digest, encoded: Vec<u8>) -> Result<(), DestinationError>;
+    /// Commits the snapshot whose chunks are all stored.
+    fn commit(&self, commit: &CommitSnapshot) -> Result<SnapshotSummary, DestinationError>;
+}
+
+/// A chunk on its way out.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Raw data from the packer: compressed only if the box lacks it.
+    Raw(PackedChunk),
+    /// Already encoded (catalog chunks).
+    Encoded(EncodedChunk),
+}
+
+impl Outgoing {
+    fn digest(&self) -> Digest {
+        match self {
+            Outgoing::Raw(c) => c.digest,
+            Outgoing::Encoded(c) => c.digest,
+        }
+    }
+}
+
+/// The first error of any stage, and the flag every stage watches.
+#[derive(Debug, Default)]
+pub struct Abort {
+    flag: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl Abort {
+    /// Records `error` unless an earlier one is there, and stops the pipeline.
+    pub fn fail(&self, error: String) {
+        if let Ok(mut e) = self.error.lock()
+            && e.is_none()
+        {
+            *e = Some(error);
+        }
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// Counts of what the stages did.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    /// Distinct chunks seen.
+    pub chunks: AtomicU64,
+    /// Chunks uploaded.
+    pub new_chunks: AtomicU64,
+    /// Raw bytes of the chunks uploaded.
+    pub new_bytes: AtomicU64,
+}
+
+/// Shared state of the stages.
+pub struct Stages<'a, D: Destination + ?Sized> {
+    pub dest: &'a D,
+    pub abort: &'a Abort,
+    pub counters: &'a Counters,
+    pub stats: &'a UploadStats,
+}
+
+/// A compressed chunk ready to send.
+pub struct Ready {
+    digest: Digest,
+    raw_len: u64,
+    bytes: Vec<u8>,
+}
+
+impl<D: Destination + ?Sized> Stages<'_, D> {
+    /// Batches digests, asks the destination which it lacks, forwards those once.
+    pub fn query(&self, input: Receiver<Outgoing>, output: Sender<Outgoing>) {
+        let mut settled: HashSet<Digest> = HashSet::new();
+        while let Ok(first) = input.recv() {
+            let mut batch = vec![first];
+            while batch.len() < QUERY_BATCH {
+                match input.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if self.abort.is_set() {
+                continue;
+            }
+            let mut ask: Vec<Digest> = Vec::new();
+            batch.retain(|c| {
+                let d = c.digest();
+                if settled.insert(d) {
+                    ask.push(d);
+                    true
+                } else {
+                    false
+                }
+            });
+            self.stats
+                .chunks
+                .fetch_add(ask.len() as u64, Ordering::Relaxed);
+            if ask.is_empty() {
+                continue;
+            }
+            let missing: HashSet<Digest> = match self.dest.missing(&ask) {
+                Ok(m) => m.into_iter().collect(),
+                Err(e) => {
+                    self.abort
+                        .fail(format!("cannot ask the box for missing chunks: {e}"));
+                    continue;
+                }
+            };
+            for c in batch {
+                if missing.contains(&c.digest()) && output.send(c).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Compresses raw chunks (at [`ZSTD_LEVEL`]); passes encoded ones through.
+    pub fn compress(&self, input: Receiver<Outgoing>, output: Sender<Ready>) {
+        for c in input {
+            if self.abort.is_set() {
+                continue;
+            }
+            let ready = match c {
+                Outgoing::Raw(c) => Ready {
+                    digest: c.digest,
+                    raw_len: c.data.len() as u64,
+                    bytes: abri_store::encode_chunk(&c.data, ZSTD_LEVEL),
+                },
+                Outgoing::Encoded(c) => Ready {
+                    digest: c.digest,
+                    raw_len: declared_len(&c.bytes),
+                    bytes: c.bytes,
+                },
+            };
+            if output.send(ready).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Uploads chunks one at a time (run several of these).
+    pub fn upload(&self, input: Receiver<Ready>) {
+        for c in input {
+            if self.abort.is_set() {
+                continue;
+            }
+            let len = c.bytes.len() as u64;
+            match self.dest.put_chunk(&c.digest, c.bytes) {
+                Ok(()) => {
+                    self.counters
+                        .bytes_uploaded
+                        .fetch_add(len, Ordering::Relaxed);
+                    self.stats.new_chunks.fetch_add(1, Ordering::Relaxed);
+                    self.stats.new_bytes.fetch_add(c.raw_len, Ordering::Relaxed);
+                }
+                Err(e) => self
+                    .abort
+                    .fail(format!("cannot upload chunk {}: {e}", c.digest)),
+            }
+        }
+    }
+}
+
+/// The raw length in an encoded chunk's header (bytes 8..12), 0 if too short.
+fn declared_len(bytes: &[u8]) -> u64 {
+    bytes
+        .get(8..12)
+        .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .unwrap_or(0)
+}
