@@ -110,7 +110,7 @@
 //! # }
 //! ```
 //!
-//! On-disk formats: `FORMAT.md` beside this crate. Durability: see [`store`].
+//! On-disk formats: `docs/formats.md` ("Backup store"). Durability: see [`store`].
 
 pub mod catalog;
 pub mod chunk;
