@@ -25,11 +25,18 @@ use crate::upload::{Destination, DestinationError};
 pub struct HttpDestination {
     client: BoxClient,
     handle: Handle,
+    /// The job and its counters: the last numbers are reported just before the commit,
+    /// which ends the job on the box.
+    job: Option<(String, Arc<Counters>)>,
 }
 
 impl HttpDestination {
-    pub fn new(client: BoxClient, handle: Handle) -> Self {
-        HttpDestination { client, handle }
+    pub fn new(client: BoxClient, handle: Handle, job: Option<(String, Arc<Counters>)>) -> Self {
+        HttpDestination {
+            client,
+            handle,
+            job,
+        }
     }
 }
 
@@ -56,6 +63,12 @@ impl Destination for HttpDestination {
     }
 
     fn commit(&self, commit: &CommitSnapshot) -> Result<SnapshotSummary, DestinationError> {
+        if let Some((job_id, counters)) = &self.job {
+            let last = counters.take_progress();
+            if let Err(e) = self.handle.block_on(self.client.progress(job_id, &last)) {
+                tracing::debug!("last progress report failed: {e}");
+            }
+        }
         Ok(self.handle.block_on(self.client.commit(commit))?)
     }
 }
@@ -183,7 +196,11 @@ pub async fn backup_job(
         counters.clone(),
         done.clone(),
     ));
-    let dest = HttpDestination::new(client.clone(), handle);
+    let dest = HttpDestination::new(
+        client.clone(),
+        handle,
+        Some((job_id.to_string(), counters.clone())),
+    );
     let c = counters.clone();
     let result = tokio::task::spawn_blocking(move || run_backup(&job, &dest, previous, &c)).await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);

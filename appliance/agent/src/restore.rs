@@ -237,8 +237,12 @@ impl<S: ChunkSource> Restorer<'_, S> {
         }
         self.counters.set_current(&text(&entry.path));
         self.counters.files_scanned.fetch_add(1, Ordering::Relaxed);
-        self.report.entries += 1;
-        self.create(&name, entry)
+        let skipped = self.report.skipped_existing;
+        self.create(&name, entry)?;
+        if self.report.skipped_existing == skipped {
+            self.report.entries += 1;
+        }
+        Ok(())
     }
 
     fn refuse(&mut self, path: &[u8], via: &[u8]) {

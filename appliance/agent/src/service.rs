@@ -204,6 +204,11 @@ async fn execute(
             paths,
             target,
         } => {
+            if !std::path::Path::new(&target).is_absolute() {
+                return Outcome::Failed(format!(
+                    "the restore target {target:?} is not an absolute path"
+                ));
+            }
             let paths = match selection_paths(&paths) {
                 Ok(p) => p,
                 Err(e) => return Outcome::Failed(e.to_string()),
