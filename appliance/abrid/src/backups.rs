@@ -146,3 +146,15 @@ pub fn queue_restore(
     ))?;
     Ok(job)
 }
+
+/// A committed snapshot of a machine, or `not_found`.
+pub fn machine_snapshot(
+    app: &App,
+    machine_id: &str,
+    snapshot: &str,
+) -> AppResult<abri_store::SnapshotManifest> {
+    machines::machine(app, machine_id)?;
+    abri_store::validate_id("snapshot", snapshot)?;
+    abri_store::load_snapshot(&app.store, machine_id, snapshot)
+        .map_err(|_| AppError::NotFound(format!("snapshot {snapshot} of machine {machine_id}")))
+}

@@ -18,6 +18,7 @@ mod mailer;
 mod schedule;
 mod secrets;
 mod settings;
+mod snapshot_files;
 mod state;
 mod throttle;
 mod tls;

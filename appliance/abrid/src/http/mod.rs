@@ -98,7 +98,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let router = super::router(fresh_box(dir.path()));
         for op in super::openapi::OPERATIONS {
-            let path = format!("/api/v1{}", op.path.replace("{id}", "x"));
+            let path = format!(
+                "/api/v1{}",
+                op.path.replace("{id}", "x").replace("{snapshot}", "y")
+            );
             let request = Request::builder()
                 .method(op.method.to_uppercase().as_str())
                 .uri(&path)

@@ -383,6 +383,14 @@ fn schemas() -> Value {
         ),
     );
     schemas.insert(
+        "SnapshotList".into(),
+        json!({"type": "array", "items": {"type": "object", "properties": {"id": s("string"), "kind": s("string"), "plan": s("string"), "started": s("integer"), "finished": s("integer"), "full": s("boolean"), "stats": {"type": "object"}}}}),
+    );
+    schemas.insert(
+        "DirList".into(),
+        json!({"type": "array", "items": obj(json!({"name": s("string"), "path": s("string"), "kind": {"enum": ["file", "dir", "symlink", "fifo", "socket", "device"]}, "size": s("integer"), "mtime": s("integer")}), &["name", "path", "kind", "size", "mtime"])}),
+    );
+    schemas.insert(
         "JobList".into(),
         json!({"type": "array", "items": {"$ref": "#/components/schemas/Job"}}),
     );
@@ -412,8 +420,13 @@ pub fn build() -> Value {
         if let Some(req) = request {
             op["requestBody"] = json!({"required": *req != "TestMail", "content": {"application/json": {"schema": reference(req)}}});
         }
-        if path.contains("{id}") {
-            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        let params: Vec<Value> = ["id", "snapshot"]
+            .iter()
+            .filter(|p| path.contains(&format!("{{{p}}}")))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
         }
         if !auth {
             op["security"] = json!([]);
