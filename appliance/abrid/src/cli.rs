@@ -24,11 +24,11 @@ pub struct ServeArgs {
     /// Where the box keeps its state (database, certificates).
     #[arg(long, default_value = "/data/abri")]
     pub state_dir: PathBuf,
-    /// Address and port of the HTTPS console and API.
-    #[arg(long, default_value = "0.0.0.0:443")]
+    /// Address and port of the HTTPS console and API (default: every IPv4 and IPv6 address).
+    #[arg(long, default_value = "[::]:443")]
     pub https: SocketAddr,
     /// Address and port of the plain HTTP listener, which only redirects to HTTPS.
-    #[arg(long, default_value = "0.0.0.0:80")]
+    #[arg(long, default_value = "[::]:80")]
     pub http: SocketAddr,
     /// The factory file (claim-code hash, partner defaults). In dev mode a development one is
     /// created in the state directory when absent.

@@ -159,6 +159,7 @@ async fn run(
             } else {
                 app.identity.interface.clone()
             },
+            listen: Some(bound.ip()),
         };
         match abri_host::Announcer::start(config) {
             Ok(announcer) => {

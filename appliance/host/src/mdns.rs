@@ -15,6 +15,7 @@ use abri_proto::mdns::{
     TXT_VERSION,
 };
 use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo};
+use std::net::IpAddr;
 
 use crate::HostError;
 
@@ -37,6 +38,29 @@ pub struct AnnounceConfig {
     pub fingerprint: String,
     /// Announce only on this interface (`None`: every interface).
     pub interface: Option<String>,
+    /// The address the HTTPS server listens on. Only addresses that reach it are announced:
+    /// a specific address announces itself alone, `0.0.0.0` only IPv4 addresses, `[::]`
+    /// (dual-stack) every address. `None` announces every address.
+    pub listen: Option<IpAddr>,
+}
+
+/// The interface rules that make the responder announce only reachable addresses, applied
+/// in order (later rules win).
+fn selection_rules(config: &AnnounceConfig) -> Vec<(bool, IfKind)> {
+    let mut rules = Vec::new();
+    if let Some(name) = &config.interface {
+        rules.push((false, IfKind::All));
+        rules.push((true, IfKind::Name(name.clone())));
+    }
+    match config.listen {
+        Some(IpAddr::V4(v4)) if v4.is_unspecified() => rules.push((false, IfKind::IPv6)),
+        Some(ip) if !ip.is_unspecified() => {
+            rules.push((false, IfKind::All));
+            rules.push((true, IfKind::Addr(ip)));
+        }
+        _ => {}
+    }
+    rules
 }
 
 /// A running mDNS responder announcing the box. Dropping it withdraws the announcements
@@ -62,16 +86,14 @@ impl Announcer {
             stopped: false,
         };
         // From here on, an early return drops `announcer`, which stops the daemon thread.
-        if let Some(name) = &config.interface {
-            announcer
-                .daemon
-                .disable_interface(IfKind::All)
-                .and_then(|()| {
-                    announcer
-                        .daemon
-                        .enable_interface(IfKind::Name(name.clone()))
-                })
-                .map_err(|e| HostError::mdns(format!("restrict to interface '{name}'"), e))?;
+        for (enable, kind) in selection_rules(&config) {
+            let what = format!("{} {kind:?}", if enable { "enable" } else { "disable" });
+            let result = if enable {
+                announcer.daemon.enable_interface(kind)
+            } else {
+                announcer.daemon.disable_interface(kind)
+            };
+            result.map_err(|e| HostError::mdns(what, e))?;
         }
         announcer.log_events();
         announcer.register(infos)?;

@@ -22,6 +22,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(pages::routes())
         .layer(axum::middleware::from_fn(security::headers))
         .layer(axum::middleware::from_fn(security::same_origin))
+        .layer(axum::middleware::from_fn(security::read_body_first))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(app)
 }

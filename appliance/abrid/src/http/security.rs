@@ -57,3 +57,33 @@ pub async fn same_origin(request: Request, next: Next) -> Response {
     }
     next.run(request).await
 }
+
+/// Reads the whole request body (within the route's limit) before any handler or extractor
+/// runs. A refusal sent while the client is still sending (a missing CSRF token, no
+/// session) would otherwise leave unread bytes on an HTTP/1.1 connection, and the client's
+/// next request on it would fail. A body over the limit is refused with 413 and the
+/// connection closed.
+pub async fn read_body_first(request: Request, next: Next) -> Response {
+    let limit = if request.uri().path().starts_with("/api/v1/agent/chunks/") {
+        abri_store::MAX_CHUNK_LEN + 64
+    } else {
+        super::extract::BODY_LIMIT
+    };
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(_) => {
+            let mut response = crate::errors::AppError::TooLarge(limit).into_response();
+            if http1 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+    }
+}

@@ -18,6 +18,7 @@ fn config(hostname: &str) -> AnnounceConfig {
         activated: false,
         fingerprint: FP.to_string(),
         interface: None,
+        listen: None,
     }
 }
 
@@ -182,4 +183,59 @@ fn can_be_restricted_to_one_interface() {
 fn announcer_can_be_shared_between_tasks() {
     fn shareable<T: Send + Sync>() {}
     shareable::<Announcer>();
+}
+
+#[test]
+fn only_addresses_that_reach_the_server_are_announced() {
+    use super::selection_rules;
+    use mdns_sd::IfKind;
+    let rules = |c: &super::AnnounceConfig| format!("{:?}", selection_rules(c));
+    let mut config = config_for_rules();
+    config.listen = Some("0.0.0.0".parse().unwrap());
+    assert_eq!(
+        rules(&config),
+        format!("{:?}", vec![(false, IfKind::IPv6)]),
+        "IPv4-only server"
+    );
+    config.listen = Some("::".parse().unwrap());
+    assert!(
+        selection_rules(&config).is_empty(),
+        "dual-stack server: everything"
+    );
+    config.listen = Some("198.18.0.1".parse().unwrap());
+    assert_eq!(
+        rules(&config),
+        format!(
+            "{:?}",
+            vec![
+                (false, IfKind::All),
+                (true, IfKind::Addr("198.18.0.1".parse().unwrap()))
+            ]
+        )
+    );
+    config.interface = Some("eth0".into());
+    config.listen = Some("0.0.0.0".parse().unwrap());
+    assert_eq!(
+        rules(&config),
+        format!(
+            "{:?}",
+            vec![
+                (false, IfKind::All),
+                (true, IfKind::Name("eth0".into())),
+                (false, IfKind::IPv6)
+            ]
+        )
+    );
+}
+
+fn config_for_rules() -> super::AnnounceConfig {
+    super::AnnounceConfig {
+        hostname: "backup-abcd".into(),
+        port: 443,
+        version: "0".into(),
+        activated: false,
+        fingerprint: "ab".repeat(32),
+        interface: None,
+        listen: None,
+    }
 }
