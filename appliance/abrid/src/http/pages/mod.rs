@@ -58,6 +58,14 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/machines/{id}", get(machines::machine_page))
         .route("/machines/{id}/backup", post(machines::backup_now))
         .route("/machines/{id}/revoke", post(machines::revoke))
+        .route(
+            "/machines/{id}/snapshots/{snapshot}",
+            get(machines::snapshot_page),
+        )
+        .route(
+            "/machines/{id}/snapshots/{snapshot}/restore",
+            post(machines::restore),
+        )
         .route("/jobs/{id}/cancel", post(machines::cancel_job))
         .route("/ca.pem", get(ca_certificate))
         .route("/static/abri.css", get(stylesheet))
