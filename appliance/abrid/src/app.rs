@@ -32,6 +32,7 @@ pub struct App {
     pub login_throttle: Throttle,
     pub addresses: RwLock<Vec<IpAddr>>,
     pub announcer: Mutex<Option<abri_host::Announcer>>,
+    pub upkeep: crate::maintenance::UpkeepState,
 }
 
 impl App {
@@ -63,6 +64,7 @@ impl App {
             login_throttle: Throttle::new(5, Duration::from_secs(15), Duration::from_secs(15 * 60)),
             addresses: RwLock::new(addresses),
             announcer: Mutex::new(None),
+            upkeep: crate::maintenance::UpkeepState::default(),
         })
     }
 
@@ -100,4 +102,16 @@ impl App {
             tracing::warn!("cannot update the mDNS announcement: {e}");
         }
     }
+}
+
+/// A development box in `dir` for tests: activated or not, no network.
+#[cfg(test)]
+pub fn test_app(dir: &std::path::Path) -> Arc<App> {
+    let factory = crate::boot::load_factory(dir, None, true)
+        .expect("a dev factory can be written to a temp dir");
+    let booted = crate::boot::boot(dir, &factory.data, Some("52:54:00:12:ab:cd"), None, true)
+        .expect("a dev box boots in a temp dir");
+    Arc::new(
+        App::new(booted, factory.data, dir.to_path_buf(), true, Vec::new()).expect("the app opens"),
+    )
 }

@@ -15,6 +15,7 @@ mod identity;
 mod jobs;
 mod machines;
 mod mailer;
+mod maintenance;
 mod schedule;
 mod secrets;
 mod settings;
@@ -176,6 +177,7 @@ async fn run(
     print_banner(&app, bound, dev_claim_code.as_deref());
     tokio::spawn(watch_addresses(app.clone(), rustls_config, args.dev));
     tokio::spawn(backups::scheduler(app.clone()));
+    tokio::spawn(maintenance::daily(app.clone()));
 
     tokio::select! {
         r = https_task => r.context("HTTPS server task")?.with_context(|| format!("HTTPS server on {}", args.https))?,

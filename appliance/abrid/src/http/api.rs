@@ -58,6 +58,9 @@ pub fn routes() -> Router<Arc<App>> {
             "/machines/{id}/snapshots/{snapshot}/download",
             get(snapshot_download),
         )
+        .route("/maintenance", get(last_upkeep))
+        .route("/maintenance/run", post(run_upkeep))
+        .route("/maintenance/verify", post(verify_store))
         .route("/jobs", get(active_jobs))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/cancel", post(cancel_job))
@@ -650,4 +653,58 @@ async fn snapshot_download(
         body,
     )
         .into_response())
+}
+
+async fn last_upkeep(
+    State(app): AppState,
+    _user: ApiUser,
+) -> Json<Option<crate::maintenance::UpkeepReport>> {
+    Json(app.upkeep.last.lock().ok().and_then(|l| l.clone()))
+}
+
+/// Prunes by every plan's retention and frees unreferenced chunks now.
+async fn run_upkeep(
+    State(app): AppState,
+    user: ApiUser,
+) -> AppResult<Json<crate::maintenance::UpkeepReport>> {
+    app.db.audit(&crate::state::AuditEvent::new(
+        &user.name,
+        "upkeep_requested",
+        "",
+    ))?;
+    Ok(Json(crate::maintenance::run_upkeep(app.clone()).await?))
+}
+
+#[derive(Serialize)]
+struct VerifyView {
+    clean: bool,
+    chunks_checked: u64,
+    bytes_checked: u64,
+    corrupt: Vec<String>,
+    damaged_snapshots: Vec<String>,
+}
+
+/// Re-reads and re-hashes every chunk, and checks every snapshot's chunks exist.
+async fn verify_store(State(app): AppState, user: ApiUser) -> AppResult<Json<VerifyView>> {
+    app.db.audit(&crate::state::AuditEvent::new(
+        &user.name,
+        "verify_requested",
+        "",
+    ))?;
+    let r = crate::maintenance::verify(app.clone()).await?;
+    Ok(Json(VerifyView {
+        clean: r.is_clean(),
+        chunks_checked: r.chunks_checked,
+        bytes_checked: r.bytes_checked,
+        corrupt: r
+            .corrupt
+            .iter()
+            .map(|c| format!("{} ({})", c.digest, c.problem))
+            .collect(),
+        damaged_snapshots: r
+            .damaged
+            .iter()
+            .map(|d| format!("{}/{}", d.machine, d.id))
+            .collect(),
+    }))
 }

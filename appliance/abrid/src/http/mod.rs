@@ -79,25 +79,16 @@ pub fn internal_error_page() -> Response {
 #[cfg(test)]
 mod tests {
     use super::strip_port;
-    use crate::app::App;
     use axum::body::Body;
     use axum::http::Request;
-    use std::sync::Arc;
     use tower::ServiceExt;
-
-    fn fresh_box(dir: &std::path::Path) -> Arc<App> {
-        let factory = crate::boot::load_factory(dir, None, true).unwrap();
-        let booted =
-            crate::boot::boot(dir, &factory.data, Some("52:54:00:12:ab:cd"), None, true).unwrap();
-        Arc::new(App::new(booted, factory.data, dir.to_path_buf(), true, Vec::new()).unwrap())
-    }
 
     /// Every documented operation is routed: on a box not yet activated it answers with
     /// `not_activated` (or works, for the public ones), never with the router's fallback.
     #[tokio::test]
     async fn every_documented_operation_is_routed() {
         let dir = tempfile::tempdir().unwrap();
-        let router = super::router(fresh_box(dir.path()));
+        let router = super::router(crate::app::test_app(dir.path()));
         for op in super::openapi::OPERATIONS {
             let path = format!(
                 "/api/v1{}",
