@@ -12,6 +12,20 @@ use crate::state::records::now;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A machine's first backup of a plan reads everything: it is recorded as full, so the
+/// scheduler counts the next full re-read from it.
+pub fn spec_for(
+    app: &App,
+    machine_id: &str,
+    plan: &str,
+    full: bool,
+) -> AppResult<abri_proto::agent::BackupSpec> {
+    let first = !abri_store::list_snapshots(&app.store, machine_id)?
+        .iter()
+        .any(|s| s.plan == plan);
+    settings::backup_spec(app, plan, full || first)
+}
+
 /// Queues a backup of one machine (console, API).
 pub fn queue_backup(
     app: &App,
@@ -26,7 +40,7 @@ pub fn queue_backup(
             "machine: its key was revoked; enrol it again".into(),
         ));
     }
-    let spec = settings::backup_spec(app, plan, full)?;
+    let spec = spec_for(app, machine_id, plan, full)?;
     let job = app.jobs.queue_backup(machine_id, spec, "console")?;
     app.db.audit(&AuditEvent::new(
         actor,
@@ -88,7 +102,7 @@ pub fn run_due(app: &App, now_secs: u64) -> AppResult<Vec<Job>> {
             }
             let h = history(app, &machine.id, &plan.id)?;
             if let Decision::Run { full } = schedule::decide(&plan.settings, &h, now_secs, minute) {
-                let spec = settings::backup_spec(app, &plan.id, full)?;
+                let spec = spec_for(app, &machine.id, &plan.id, full)?;
                 queued.push(app.jobs.queue_backup(&machine.id, spec, "schedule")?);
             }
         }

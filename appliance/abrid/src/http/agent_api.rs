@@ -115,7 +115,7 @@ async fn start_job(
     AgentMachine(m): AgentMachine,
     ApiJson(req): ApiJson<StartJob>,
 ) -> AppResult<(StatusCode, Json<JobStarted>)> {
-    let spec = crate::settings::backup_spec(&app, &req.plan, req.full)?;
+    let spec = crate::backups::spec_for(&app, &m.id, &req.plan, req.full)?;
     let job = app.jobs.start_agent_backup(&m.id, &spec)?;
     Ok((
         StatusCode::CREATED,

@@ -22,6 +22,14 @@ pub struct DashboardPage {
     pub relay: Option<String>,
     pub disks: Vec<DiskRow>,
     pub activity: Vec<ActivityRow>,
+    pub machines: Vec<super::machines::MachineRow>,
+    pub running: Vec<RunningRow>,
+}
+
+/// A job in progress on the dashboard.
+pub struct RunningRow {
+    pub hostname: String,
+    pub job: super::machines::JobRow,
 }
 
 /// A disk as shown: sizes already formatted.
@@ -73,8 +81,31 @@ pub async fn dashboard(State(app): State<Arc<App>>, user: PageUser) -> Response 
         Err(e) => return crate::errors::AppError::from(e).into_response(),
     };
     let relay = settings::mail_view(&app).host;
+    let mut c = Chrome::new(&app, &user.language, Some(&user), "dashboard", "/dashboard");
+    let machines = super::machines::machine_rows(&app, c.t.never);
+    let hostname_of = |id: &str| {
+        machines
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.hostname.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let running: Vec<RunningRow> = app
+        .jobs
+        .active()
+        .into_iter()
+        .map(|j| RunningRow {
+            hostname: hostname_of(&j.machine),
+            job: super::machines::job_row(j),
+        })
+        .collect();
+    if !running.is_empty() {
+        c.refresh = Some(3);
+    }
     let page = DashboardPage {
-        c: Chrome::new(&app, &user.language, Some(&user), "dashboard", "/dashboard"),
+        c,
+        machines,
+        running,
         fingerprint: abri_proto::pin::display_fingerprint(&info.fingerprint),
         fqdn: info.fqdn,
         plans: settings::plans(&app).unwrap_or_default(),

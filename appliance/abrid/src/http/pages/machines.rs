@@ -73,19 +73,26 @@ pub struct MachinesPage {
     pub machines: Vec<MachineRow>,
 }
 
+/// Every machine as a row, for the list and the control room.
+pub fn machine_rows(app: &App, never: &str) -> Vec<MachineRow> {
+    machines::machines(app)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| row(app, m, never))
+        .collect()
+}
+
 pub async fn machines_page(State(app): State<Arc<App>>, user: PageUser) -> Response {
     let c = Chrome::new(&app, &user.language, Some(&user), "machines", "/machines");
-    let list = match machines::machines(&app) {
-        Ok(l) => l,
-        Err(e) => return e.into_response(),
-    };
-    let machines = list.into_iter().map(|m| row(&app, m, c.t.never)).collect();
+    let machines = machine_rows(&app, c.t.never);
     render(StatusCode::OK, &MachinesPage { c, machines })
 }
 
 /// A job as a row of the machine's history.
 pub struct JobRow {
     pub id: String,
+    pub machine: String,
+    pub rate: String,
     pub kind: &'static str,
     pub plan: String,
     pub state: &'static str,
@@ -99,7 +106,7 @@ pub struct JobRow {
     pub log: Vec<String>,
 }
 
-fn job_row(job: Job) -> JobRow {
+pub fn job_row(job: Job) -> JobRow {
     let state = match job.state {
         JobState::Queued => "queued",
         JobState::Running => "running",
@@ -112,7 +119,10 @@ fn job_row(job: Job) -> JobRow {
         .started
         .map(|s| format!("{} s", end.saturating_sub(s)))
         .unwrap_or_default();
+    let elapsed = end.saturating_sub(job.started.unwrap_or(end)).max(1);
     JobRow {
+        machine: job.machine.clone(),
+        rate: format!("{}/s", human_bytes(job.progress.bytes_scanned / elapsed)),
         kind: if job.kind == JobKind::Backup {
             "backup"
         } else {
@@ -195,14 +205,17 @@ pub async fn machine_page(
     machine_view(&app, c, machine, StatusCode::OK)
 }
 
-fn machine_view(app: &App, c: Chrome, machine: Machine, status: StatusCode) -> Response {
-    let jobs = app
+fn machine_view(app: &App, mut c: Chrome, machine: Machine, status: StatusCode) -> Response {
+    let jobs: Vec<JobRow> = app
         .jobs
         .history(&machine.id, 30)
         .unwrap_or_default()
         .into_iter()
         .map(job_row)
         .collect();
+    if jobs.iter().any(|j| j.active) {
+        c.refresh = Some(3);
+    }
     let mut snapshots: Vec<SnapshotRow> = abri_store::list_snapshots(&app.store, &machine.id)
         .unwrap_or_default()
         .iter()

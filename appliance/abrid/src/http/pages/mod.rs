@@ -133,6 +133,8 @@ pub struct Chrome {
     pub path: String,
     pub flash: Option<Flash>,
     pub languages: Vec<LanguageOption>,
+    /// Reload the page every N seconds (live progress without scripts).
+    pub refresh: Option<u32>,
 }
 
 impl Chrome {
@@ -165,6 +167,7 @@ impl Chrome {
                     selected: *code == lang,
                 })
                 .collect(),
+            refresh: None,
         }
     }
 
