@@ -11,13 +11,13 @@ PYTEST ?= $(VENV)/bin/pytest
 
 all: build
 
-## run: build abrid and abri-provision, then run a development box (prints URL, name, claim code)
+## run: build abrid, abri-provision and abri-agent, then run a development box (prints URL, name, claim code)
 run: build
 	./target/debug/abrid --dev --state-dir $(STATE_DIR) --https $(HTTPS_ADDR) --http $(HTTP_ADDR)
 
-## build: the two binaries the system and browser tests drive
+## build: the binaries the system and browser tests drive
 build:
-	$(CARGO) build -p abrid -p abri-provision
+	$(CARGO) build -p abrid -p abri-provision -p abri-agent
 
 ## lint: formatting and clippy, warnings are errors
 lint:
