@@ -1,0 +1,275 @@
+"""Bad input on the agent API, each refused with nothing stored or changed: chunks whose
+content does not match their digest, commits naming missing chunks, catalogs with `..` or
+absolute paths, wrong and revoked machine keys, one machine reading or deleting another's
+backups. The requests are made by hand with the machine key from the agent's config file;
+chunks and catalogs are built in Python from docs/formats.md."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from filemode_support import (blake3_keyed, box_verify, catalog_stream, check_store, chunk_files,  # noqa: F401
+                              encode_chunk_raw, fm, machine_jobs, pc_bytes, pc_entry, snapshots, store_dir)
+
+ZERO_STATS = {"files": 0, "dirs": 0, "bytes": 0, "new_bytes": 0, "chunks": 0, "new_chunks": 0,
+              "reused_files": 0}
+
+
+def _store_files(box) -> dict:
+    """Every file of the store with its size and mtime-independent identity (bytes hash)."""
+    root = store_dir(box)
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_file() and p.parent.name != "tmp":
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def _put_chunk(agent, digest: str, body: bytes):
+    return agent.http("PUT", f"chunks/{digest}", data=body,
+                      headers={"Content-Type": "application/octet-stream"})
+
+
+def _start_job(agent) -> str:
+    r = agent.http("POST", "jobs", json={"plan": "files"})
+    assert r.status_code == 201, r.text
+    return r.json()["job_id"]
+
+
+def _end_job(agent, job_id: str) -> None:
+    r = agent.http("POST", f"jobs/{job_id}/finish", json={"status": "failed", "error": "test"})
+    assert r.status_code in (204, 404, 422), r.text
+
+
+def _commit(agent, job_id: str, catalog: list[str]):
+    return agent.http("POST", "snapshots", json={
+        "job_id": job_id, "plan": "files", "full": False, "started": int(time.time()),
+        "catalog": catalog, "source": "crafted", "stats": ZERO_STATS})
+
+
+def _upload_catalog(agent, entries: list[bytes]) -> str:
+    stream = catalog_stream(entries)
+    digest = blake3_keyed(agent.chunk_key, stream).hex()
+    r = _put_chunk(agent, digest, encode_chunk_raw(stream))
+    assert r.status_code in (200, 201), f"catalog chunk refused: {r.status_code} {r.text}"
+    return digest
+
+
+@pytest.fixture
+def two_machines(fm):
+    """Machine A with a real snapshot of a small tree, machine B enrolled."""
+    tree = fm.tmp / "data" / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "secret.txt").write_bytes(b"A's secret\n" * 1000)
+    (tree / "r.bin").write_bytes(os.urandom(50_000))
+    fm.plan(tree)
+    a = fm.agent("a")
+    snap = a.backup()["snapshot"]
+    b = fm.agent("b")
+    r = a.http("GET", f"snapshots/{snap['id']}")
+    assert r.status_code == 200, r.text
+    return fm, a, b, r.json()
+
+
+def test_chunks_not_matching_their_digest_are_refused(two_machines):
+    fm, a, b, snap = two_machines
+    key = a.chunk_key
+    data = b"chunk content " * 100
+    good = blake3_keyed(key, data).hex()
+    before = _store_files(fm.box)
+    existing = sorted(chunk_files(fm.box))[0]
+    existing_bytes = (store_dir(fm.box) / "chunks" / existing[:2] / existing).read_bytes()
+
+    cases = {
+        # a stored chunk's valid encoding under another digest
+        "other digest": (os.urandom(32).hex(), existing_bytes),
+        # right digest, other content
+        "other content": (good, encode_chunk_raw(b"chunk CONTENT " * 100)),
+        # right digest, content with one byte flipped
+        "flipped byte": (good, encode_chunk_raw(data[:-1] + b"X")),
+        # right digest, declared length longer than the payload
+        "short payload": (good, encode_chunk_raw(data)[:-10]),
+        "bad magic": (good, b"ABC2" + encode_chunk_raw(data)[4:]),
+        "unknown codec": (good, encode_chunk_raw(data)[:4] + b"\x07" + encode_chunk_raw(data)[5:]),
+        "not a chunk": (good, b"hello"),
+        # overwriting an existing chunk with other bytes
+        "overwrite": (existing, encode_chunk_raw(b"replacement")),
+    }
+    for name, (digest, body) in cases.items():
+        r = _put_chunk(b, digest, body)
+        assert r.status_code == 422, f"{name}: expected 422, got {r.status_code} {r.text}"
+    assert _store_files(fm.box) == before, "a refused chunk changed the store"
+    assert not (store_dir(fm.box) / "chunks" / good[:2] / good).exists()
+    assert list((store_dir(fm.box) / "tmp").iterdir()) == [], "leftovers in store/tmp"
+    box_verify(fm.api)
+
+    # control: the right bytes under the right digest are stored, once
+    r = _put_chunk(b, good, encode_chunk_raw(data))
+    assert r.status_code == 201, r.text
+    assert (store_dir(fm.box) / "chunks" / good[:2] / good).is_file()
+    r = _put_chunk(b, good, encode_chunk_raw(data))
+    assert r.status_code == 200, r.text
+    r = b.http("POST", "chunks/missing", json={"digests": [good, os.urandom(32).hex()]})
+    assert r.status_code == 200 and good not in r.json()["missing"], r.text
+
+
+def test_commits_with_missing_chunks_or_bad_paths_are_refused(two_machines):
+    fm, a, b, snap = two_machines
+    key = b.chunk_key
+    data = os.urandom(3000)
+    d = blake3_keyed(key, data)
+    r = _put_chunk(b, d.hex(), encode_chunk_raw(data))
+    assert r.status_code == 201, r.text
+    ghost = os.urandom(32)
+
+    def dir_entry(path: bytes) -> bytes:
+        return pc_entry(path, 1, mode=0o40755)
+
+    def file_entry(path: bytes, digest: bytes = d, n: int = len(data)) -> bytes:
+        return pc_entry(path, 0, size=n, extents=[(digest, 0, n, 0)])
+
+    refused = {
+        "catalog chunk missing": [ghost.hex()],
+        "extent chunk missing": [_upload_catalog(b, [dir_entry(b"x"),
+                                                     file_entry(b"x/f", ghost)])],
+        "extent beyond its chunk": [_upload_catalog(b, [file_entry(b"f", d, len(data) + 1)])],
+        "dot-dot path": [_upload_catalog(b, [file_entry(b"../escape")])],
+        "dot-dot inside": [_upload_catalog(b, [dir_entry(b"x"),
+                                               file_entry(b"x/../../escape")])],
+        "absolute path": [_upload_catalog(b, [file_entry(b"/etc/cron.d/evil")])],
+        "dot-dot symlink-free hard link": [_upload_catalog(
+            b, [file_entry(b"f"), pc_entry(b"g", 3, kind_data=pc_bytes(b"../f"))])],
+        "dot-dot directory": [_upload_catalog(b, [dir_entry(b"..")])],
+    }
+    before = _store_files(fm.box)
+    for name, catalog in refused.items():
+        job_id = _start_job(b)
+        r = _commit(b, job_id, catalog)
+        assert r.status_code == 422, f"{name}: expected 422, got {r.status_code} {r.text}"
+        _end_job(b, job_id)
+        assert snapshots(fm.api, b.machine_id) == [], f"{name}: a snapshot was committed"
+    assert _store_files(fm.box) == before, "a refused commit changed the store"
+    assert not (store_dir(fm.box) / "snapshots" / b.machine_id).exists() or \
+        list((store_dir(fm.box) / "snapshots" / b.machine_id).iterdir()) == []
+
+    # control: the same construction with valid paths commits, and reads back
+    catalog = [_upload_catalog(b, [dir_entry(b"x"), file_entry(b"x/f")])]
+    job_id = _start_job(b)
+    r = _commit(b, job_id, catalog)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    r = fm.api.get(f"machines/{b.machine_id}/snapshots/{sid}/tree", params={"path": "x"})
+    assert r.status_code == 200 and [i["name"] for i in r.json()] == ["f"], r.text
+    r = fm.api.get(f"machines/{b.machine_id}/snapshots/{sid}/download", params={"path": "x/f"})
+    assert r.status_code == 200 and r.content == data
+    # committing the same job again gives the first snapshot back, never a second one
+    r = _commit(b, job_id, catalog)
+    assert r.status_code in (200, 201) and r.json()["id"] == sid, r.text
+    assert [s["id"] for s in snapshots(fm.api, b.machine_id)] == [sid]
+    check_store(fm.box)
+    box_verify(fm.api)
+
+
+def test_dot_dot_in_restore_and_download_paths_is_refused(two_machines):
+    fm, a, b, snap = two_machines
+    sid = snap["id"]
+    target = fm.tmp / "restore-dd"
+    p = a.run("restore", sid, "../../etc", "--to", str(target), check=False)
+    assert p.returncode != 0, p.stdout
+    for bad in ("../etc", "a/../../etc", "/../etc"):
+        r = fm.api.post(f"machines/{a.machine_id}/restore",
+                        json={"snapshot": sid, "paths": [bad], "target": str(target)})
+        assert r.status_code == 422, f"restore paths [{bad!r}]: {r.status_code} {r.text}"
+        for route in ("tree", "download"):
+            r = fm.api.get(f"machines/{a.machine_id}/snapshots/{sid}/{route}",
+                           params={"path": bad})
+            assert r.status_code in (404, 422), f"{route}?path={bad}: {r.status_code} {r.text}"
+    r = fm.api.post(f"machines/{a.machine_id}/restore",
+                    json={"snapshot": sid, "paths": [], "target": "relative/dir"})
+    assert r.status_code == 422, r.text
+    assert not target.exists()
+
+
+def test_wrong_and_revoked_keys_get_401(two_machines):
+    fm, a, b, snap = two_machines
+    conf_a, conf_b = a.conf, b.conf
+    wrong = {
+        "random key": f"Machine {conf_a['machine_id']}.{'0' * len(conf_a['machine_key'])}",
+        "other machine's key": f"Machine {conf_a['machine_id']}.{conf_b['machine_key']}",
+        "unknown machine": f"Machine m-000000000000.{conf_a['machine_key']}",
+        "no dot": f"Machine {conf_a['machine_id']}{conf_a['machine_key']}",
+        "bearer scheme": f"Bearer {conf_a['machine_key']}",
+    }
+    data = b"never stored"
+    digest = blake3_keyed(a.chunk_key, data).hex()
+    for name, header in wrong.items():
+        auth = {"Authorization": header}
+        for method, path, kw in (("GET", "snapshots", {}),
+                                 ("GET", f"snapshots/{snap['id']}", {}),
+                                 ("POST", "jobs", {"json": {"plan": "files"}}),
+                                 ("PUT", f"chunks/{digest}", {"data": encode_chunk_raw(data)}),
+                                 ("GET", "commands?wait=0", {})):
+            r = a.http(method, path, auth=auth, **kw)
+            assert r.status_code == 401, f"{name}: {method} {path}: {r.status_code} {r.text}"
+    r = a.http("GET", "snapshots", auth={})
+    assert r.status_code == 401, r.text
+    assert digest not in chunk_files(fm.box)
+
+    # revoked: the key is refused from now on, the backups stay
+    r = fm.api.post(f"machines/{a.machine_id}/revoke")
+    assert r.status_code == 204, r.text
+    for method, path, kw in (("GET", "snapshots", {}),
+                             ("GET", f"snapshots/{snap['id']}", {}),
+                             ("POST", "jobs", {"json": {"plan": "files"}}),
+                             ("PUT", f"chunks/{digest}", {"data": encode_chunk_raw(data)})):
+        r = a.http(method, path, **kw)
+        assert r.status_code == 401, f"revoked: {method} {path}: {r.status_code} {r.text}"
+    assert digest not in chunk_files(fm.box)
+    p = a.run("backup", "--now", check=False)
+    assert p.returncode != 0, p.stdout
+    assert [s["id"] for s in snapshots(fm.api, a.machine_id)] == [snap["id"]]
+    # the other machine is not affected
+    assert b.http("GET", "snapshots").status_code == 200
+
+
+def test_a_machine_cannot_read_or_delete_backups(two_machines):
+    fm, a, b, snap = two_machines
+    sid = snap["id"]
+    cat = snap["catalog"][0]
+    # B does not see A's snapshot, its catalog or its chunks (404, as for a snapshot that
+    # does not exist); every refusal is checked before the test fails, to list them all
+    problems = []
+    r = b.http("GET", "snapshots")
+    assert r.status_code == 200 and r.json() == [], r.text
+    p = b.run("backup", "--now")
+    own = p.data["snapshot"]["id"]
+    for agent, path in ((b, f"snapshots/{sid}"), (b, f"snapshots/{sid}/chunks/{cat}"),
+                        (b, f"snapshots/{own}/chunks/{cat}"),  # through its own snapshot
+                        (a, "snapshots/20200101t000000z-abcd"),  # control: not there at all
+                        (a, f"snapshots/20200101t000000z-abcd/chunks/{cat}")):
+        r = agent.http("GET", path)
+        if r.status_code != 404:
+            problems.append(f"{'A' if agent is a else 'B'} GET /agent/{path}: expected 404, "
+                            f"got {r.status_code} {r.text[:200]}")
+    r = a.http("GET", f"snapshots/{sid}/chunks/{cat}")
+    assert r.status_code == 200, r.text  # control: A reads its own
+
+    # nothing deletes or overwrites: not A's own, not B on A's
+    before = _store_files(fm.box)
+    for agent in (a, b):
+        for method, path in (("DELETE", f"snapshots/{sid}"), ("DELETE", f"chunks/{cat}"),
+                             ("DELETE", f"snapshots/{sid}/chunks/{cat}"),
+                             ("PUT", f"snapshots/{sid}"), ("DELETE", "snapshots")):
+            r = agent.http(method, path, json={})
+            if r.status_code not in (404, 405):
+                problems.append(f"{method} /agent/{path}: {r.status_code} {r.text[:200]}")
+    a_job = machine_jobs(fm.api, a.machine_id)[0]["id"]
+    r = b.http("POST", f"jobs/{a_job}/finish", json={"status": "failed"})
+    assert r.status_code in (404, 422), f"B ended A's job: {r.status_code} {r.text}"
+    assert _store_files(fm.box) == before, "the store changed"
+    assert sid in [s["id"] for s in snapshots(fm.api, a.machine_id)]
+    assert {m["id"] for m in check_store(fm.box)} == {sid, own}
+    assert not problems, "\n".join(problems)
