@@ -421,8 +421,8 @@ def scan(root: Path) -> dict:
     inodes: dict[tuple, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in [None, *sorted(filenames), *sorted(d for d in dirnames
-                                                       if os.path.islink(os.path.join(dirpath, d)))]:
+        dir_links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in [None, *sorted(filenames), *sorted(dir_links)]:
             p = Path(dirpath) if name is None else Path(dirpath) / name
             if name is None and p != root and p.is_symlink():
                 continue

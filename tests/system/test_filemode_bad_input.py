@@ -7,12 +7,14 @@ chunks and catalogs are built in Python from docs/formats.md."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
 
-from filemode_support import (blake3_keyed, box_verify, catalog_stream, check_store, chunk_files,  # noqa: F401
-                              encode_chunk_raw, fm, machine_jobs, pc_bytes, pc_entry, snapshots, store_dir)
+from filemode_support import (  # noqa: F401 (fm is a fixture)
+    blake3_keyed, box_verify, catalog_stream, check_store, chunk_files, encode_chunk_raw, fm,
+    machine_jobs, pc_bytes, pc_entry, snapshots, store_dir)
 
 ZERO_STATS = {"files": 0, "dirs": 0, "bytes": 0, "new_bytes": 0, "chunks": 0, "new_chunks": 0,
               "reused_files": 0}
@@ -31,6 +33,14 @@ def _store_files(box) -> dict:
 def _put_chunk(agent, digest: str, body: bytes):
     return agent.http("PUT", f"chunks/{digest}", data=body,
                       headers={"Content-Type": "application/octet-stream"})
+
+
+def zstd_chunk(raw: bytes, declared: int | None = None) -> bytes:
+    """An encoded chunk with codec 1 (one zstd frame), made with the zstd command."""
+    frame = subprocess.run(["zstd", "-q", "-c", "-3"], input=raw, capture_output=True,
+                           check=True, timeout=30).stdout
+    n = len(raw) if declared is None else declared
+    return b"ABC1" + bytes([1, 0, 0, 0]) + n.to_bytes(4, "little") + frame
 
 
 def _start_job(agent) -> str:
@@ -95,6 +105,11 @@ def test_chunks_not_matching_their_digest_are_refused(two_machines):
         "bad magic": (good, b"ABC2" + encode_chunk_raw(data)[4:]),
         "unknown codec": (good, encode_chunk_raw(data)[:4] + b"\x07" + encode_chunk_raw(data)[5:]),
         "not a chunk": (good, b"hello"),
+        "raw length over 16 MiB": (good, encode_chunk_raw(data)[:8]
+                                   + (16 * 1024 * 1024 + 1).to_bytes(4, "little") + data),
+        # zstd: a frame of other content; a frame longer than its declared raw length
+        "zstd other content": (good, zstd_chunk(b"chunk CONTENT " * 100)),
+        "zstd longer than declared": (good, zstd_chunk(data + b"more", declared=len(data))),
         # overwriting an existing chunk with other bytes
         "overwrite": (existing, encode_chunk_raw(b"replacement")),
     }
@@ -112,6 +127,10 @@ def test_chunks_not_matching_their_digest_are_refused(two_machines):
     assert (store_dir(fm.box) / "chunks" / good[:2] / good).is_file()
     r = _put_chunk(b, good, encode_chunk_raw(data))
     assert r.status_code == 200, r.text
+    data2 = b"compressible " * 500
+    good2 = blake3_keyed(key, data2).hex()
+    r = _put_chunk(b, good2, zstd_chunk(data2))
+    assert r.status_code == 201, r.text
     r = b.http("POST", "chunks/missing", json={"digests": [good, os.urandom(32).hex()]})
     assert r.status_code == 200 and good not in r.json()["missing"], r.text
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import signal
 
-from filemode_support import (box_verify, chunk_files, compare, fm, machine_jobs,  # noqa: F401
-                              make_random_tree, verify_store, restored_root, scan, snapshots, wait_until)
+from filemode_support import (  # noqa: F401 (fm is a fixture)
+    box_verify, chunk_files, compare, fm, machine_jobs, make_random_tree, restored_root, scan,
+    snapshots, verify_store, wait_until)
 
 MiB = 1024 * 1024
 TREE = 320 * MiB

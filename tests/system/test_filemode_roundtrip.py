@@ -194,3 +194,35 @@ def test_full_flag_tells_whether_files_were_reused(fm):
     assert first["stats"]["reused_files"] == 0, first
     assert first["full"] is True, (
         f"the first snapshot reused no file (no previous catalog) but says full=false: {first}")
+
+
+def test_restore_never_writes_through_symlinks_outside_its_target(fm):
+    tree = fm.tmp / "data" / "esc"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "f").write_bytes(b"payload\n")
+    (tree / "top.txt").write_bytes(b"top\n")
+    fm.plan(tree)
+    agent = fm.agent()
+    agent.backup()
+
+    # a symlink at the top of the target, where the restore must create `tmp/`
+    outside1 = fm.tmp / "outside-1"
+    outside1.mkdir()
+    t1 = fm.tmp / "t1"
+    t1.mkdir()
+    first = str(tree).lstrip("/").split("/")[0]
+    (t1 / first).symlink_to(outside1)
+    for overwrite in (False, True):
+        agent.restore("latest", t1, overwrite=overwrite, check=False)
+        assert list(outside1.iterdir()) == [], f"restore wrote through {t1 / first}"
+
+    # a symlink deep inside, in place of the directory `d`
+    outside2 = fm.tmp / "outside-2"
+    outside2.mkdir()
+    t2 = fm.tmp / "t2"
+    restored_root(t2, tree).mkdir(parents=True)
+    (restored_root(t2, tree) / "d").symlink_to(outside2)
+    for overwrite in (False, True):
+        agent.restore("latest", t2, overwrite=overwrite, check=False)
+        assert list(outside2.iterdir()) == [], "restore wrote through a symlink to outside"
+    assert (restored_root(t2, tree) / "top.txt").read_bytes() == b"top\n"
