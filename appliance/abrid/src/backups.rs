@@ -115,6 +115,14 @@ pub async fn scheduler(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
+        match app.jobs.fail_silent(crate::jobs::SILENCE_LIMIT) {
+            Ok(failed) => {
+                for job in failed {
+                    tracing::warn!(machine = %job.machine, job = %job.id, "job failed: its agent stopped reporting");
+                }
+            }
+            Err(e) => tracing::warn!("job watchdog: {e}"),
+        }
         match run_due(&app, now()) {
             Ok(jobs) => {
                 for job in jobs {

@@ -46,6 +46,7 @@ impl From<abri_store::StoreError> for AppError {
         use abri_store::StoreError as S;
         match e {
             S::DiskFull { .. } | S::BelowReserve { .. } => AppError::DiskFull(e.to_string()),
+            S::SnapshotNotFound { .. } => AppError::NotFound(e.to_string()),
             S::BadChunk { .. }
             | S::InvalidCatalog { .. }
             | S::InvalidPath { .. }

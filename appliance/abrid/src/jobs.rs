@@ -20,6 +20,9 @@ use tokio::sync::Notify;
 const MAX_LOG_LINES: usize = 2000;
 /// Live progress is written to the database at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
+/// A running job whose agent has not reported for this long is failed (agents report about
+/// every second while they work).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -105,10 +108,30 @@ impl Job {
     }
 }
 
+/// An active job in memory.
+struct Live {
+    job: Job,
+    /// When its record was last written.
+    saved: Instant,
+    /// When its agent last spoke about it (picked it up, reported progress).
+    heard: Instant,
+}
+
+impl Live {
+    fn new(job: Job) -> Live {
+        let now = Instant::now();
+        Live {
+            job,
+            saved: now,
+            heard: now,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Active jobs by id, with the time their record was last written.
-    live: HashMap<String, (Job, Instant)>,
+    /// Active jobs by id.
+    live: HashMap<String, Live>,
     queues: HashMap<String, VecDeque<Command>>,
     wakers: HashMap<String, Arc<Notify>>,
 }
@@ -157,7 +180,7 @@ impl Jobs {
         self.lock()
             .live
             .values()
-            .map(|(j, _)| j)
+            .map(|l| &l.job)
             .find(|j| j.machine == machine && j.plan == plan && j.state.is_active())
             .cloned()
     }
@@ -187,9 +210,7 @@ impl Jobs {
                 job_id: job.id.clone(),
                 spec,
             });
-        inner
-            .live
-            .insert(job.id.clone(), (job.clone(), Instant::now()));
+        inner.live.insert(job.id.clone(), Live::new(job.clone()));
         Self::waker(&mut inner, machine).notify_one();
         Ok(job)
     }
@@ -210,24 +231,28 @@ impl Jobs {
                 paths: request.paths,
                 target: request.target,
             });
-        inner
-            .live
-            .insert(job.id.clone(), (job.clone(), Instant::now()));
+        inner.live.insert(job.id.clone(), Live::new(job.clone()));
         Self::waker(&mut inner, machine).notify_one();
         Ok(job)
     }
 
     /// A backup the agent starts by itself (`abri-agent backup --now`): running at once.
+    /// The agent runs one job at a time (it holds a lock on the machine), so a job of the
+    /// same plan still marked running has died with its agent: it is failed, and a queued
+    /// one is superseded.
     pub fn start_agent_backup(&self, machine: &str, spec: &BackupSpec) -> AppResult<Job> {
         if let Some(active) = self.active_for(machine, &spec.plan) {
             if active.state == JobState::Running {
-                return Err(AppError::Invalid(format!(
-                    "plan: a {} backup is already running on this machine ({})",
-                    spec.plan, active.id
-                )));
+                self.finish(
+                    machine,
+                    &active.id,
+                    JobState::Failed,
+                    Some("the agent stopped during this job and started a new one".into()),
+                    None,
+                )?;
+            } else {
+                self.cancel(machine, &active.id)?;
             }
-            // A queued one is superseded by this one.
-            self.cancel(machine, &active.id)?;
         }
         let mut job = Job::new(machine, JobKind::Backup, &spec.plan, spec.full, "agent");
         job.state = JobState::Running;
@@ -235,7 +260,7 @@ impl Jobs {
         self.save(&job)?;
         self.lock()
             .live
-            .insert(job.id.clone(), (job.clone(), Instant::now()));
+            .insert(job.id.clone(), Live::new(job.clone()));
         Ok(job)
     }
 
@@ -254,10 +279,11 @@ impl Jobs {
                         Command::Cancel { .. } => None,
                     };
                     let mut started = None;
-                    if let Some((job, _)) = job_id.and_then(|id| inner.live.get_mut(&id)) {
-                        job.state = JobState::Running;
-                        job.started = Some(now());
-                        started = Some(job.clone());
+                    if let Some(live) = job_id.and_then(|id| inner.live.get_mut(&id)) {
+                        live.job.state = JobState::Running;
+                        live.job.started = Some(now());
+                        live.heard = Instant::now();
+                        started = Some(live.job.clone());
                     }
                     drop(inner);
                     if let Some(job) = started {
@@ -278,7 +304,7 @@ impl Jobs {
 
     fn owned_live(&self, machine: &str, job_id: &str) -> AppResult<Job> {
         match self.lock().live.get(job_id) {
-            Some((job, _)) if job.machine == machine => Ok(job.clone()),
+            Some(live) if live.job.machine == machine => Ok(live.job.clone()),
             _ => Err(AppError::NotFound(format!("active job {job_id}"))),
         }
     }
@@ -289,14 +315,15 @@ impl Jobs {
         let lines = std::mem::take(&mut progress.log);
         let to_save = {
             let mut inner = self.lock();
-            let Some((job, saved)) = inner.live.get_mut(job_id) else {
+            let Some(live) = inner.live.get_mut(job_id) else {
                 return Err(AppError::NotFound(format!("active job {job_id}")));
             };
-            job.progress = progress;
-            job.append_log(lines);
-            if saved.elapsed() >= PERSIST_EVERY {
-                *saved = Instant::now();
-                Some(job.clone())
+            live.job.progress = progress;
+            live.job.append_log(lines);
+            live.heard = Instant::now();
+            if live.saved.elapsed() >= PERSIST_EVERY {
+                live.saved = Instant::now();
+                Some(live.job.clone())
             } else {
                 None
             }
@@ -319,7 +346,7 @@ impl Jobs {
     ) -> AppResult<Job> {
         let live = self.lock().live.remove(job_id);
         let mut job = match live {
-            Some((job, _)) if job.machine == machine => job,
+            Some(live) if live.job.machine == machine => live.job,
             Some(other) => {
                 self.lock().live.insert(job_id.to_string(), other);
                 return Err(AppError::NotFound(format!("job {job_id}")));
@@ -360,8 +387,8 @@ impl Jobs {
             return Ok(());
         }
         let mut inner = self.lock();
-        if let Some((job, _)) = inner.live.get_mut(job_id) {
-            job.cancel_requested = true;
+        if let Some(live) = inner.live.get_mut(job_id) {
+            live.job.cancel_requested = true;
         }
         inner
             .queues
@@ -376,8 +403,8 @@ impl Jobs {
 
     /// A job, live or past.
     pub fn get(&self, job_id: &str) -> AppResult<Job> {
-        if let Some((job, _)) = self.lock().live.get(job_id) {
-            return Ok(job.clone());
+        if let Some(live) = self.lock().live.get(job_id) {
+            return Ok(live.job.clone());
         }
         self.db
             .get(Table::Jobs, job_id)?
@@ -386,7 +413,7 @@ impl Jobs {
 
     /// Active jobs, oldest first.
     pub fn active(&self) -> Vec<Job> {
-        let mut jobs: Vec<Job> = self.lock().live.values().map(|(j, _)| j.clone()).collect();
+        let mut jobs: Vec<Job> = self.lock().live.values().map(|l| l.job.clone()).collect();
         jobs.sort_by(|a, b| a.id.cmp(&b.id));
         jobs
     }
@@ -404,11 +431,32 @@ impl Jobs {
             .collect();
         let inner = self.lock();
         for job in &mut jobs {
-            if let Some((live, _)) = inner.live.get(&job.id) {
-                *job = live.clone();
+            if let Some(live) = inner.live.get(&job.id) {
+                *job = live.job.clone();
             }
         }
         Ok(jobs)
+    }
+
+    /// Fails running jobs whose agent has been silent for longer than `limit` (killed,
+    /// switched off, cut from the network). Returns the failed jobs.
+    pub fn fail_silent(&self, limit: Duration) -> AppResult<Vec<Job>> {
+        let silent: Vec<(String, String)> = self
+            .lock()
+            .live
+            .values()
+            .filter(|l| l.job.state == JobState::Running && l.heard.elapsed() > limit)
+            .map(|l| (l.job.machine.clone(), l.job.id.clone()))
+            .collect();
+        let mut failed = Vec::new();
+        for (machine, id) in silent {
+            let message = format!(
+                "the agent stopped reporting for more than {} s",
+                limit.as_secs()
+            );
+            failed.push(self.finish(&machine, &id, JobState::Failed, Some(message), None)?);
+        }
+        Ok(failed)
     }
 }
 
@@ -514,6 +562,30 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(cmd, Some(Command::Cancel { .. })));
+    }
+
+    #[test]
+    fn a_dead_agents_job_is_failed_by_its_next_start_or_by_silence() {
+        let (_d, jobs) = jobs();
+        let first = jobs.start_agent_backup("m-a", &spec("files")).unwrap();
+        let second = jobs.start_agent_backup("m-a", &spec("files")).unwrap();
+        let old = jobs.get(&first.id).unwrap();
+        assert_eq!(old.state, JobState::Failed);
+        assert!(old.error.unwrap().contains("stopped"));
+        assert_eq!(jobs.get(&second.id).unwrap().state, JobState::Running);
+        assert!(
+            jobs.fail_silent(Duration::from_secs(60))
+                .unwrap()
+                .is_empty(),
+            "it just spoke"
+        );
+        let failed = jobs.fail_silent(Duration::ZERO).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(jobs.get(&second.id).unwrap().state, JobState::Failed);
+        assert!(
+            jobs.queue_backup("m-a", spec("files"), "schedule").is_ok(),
+            "the plan is free again"
+        );
     }
 
     #[test]
