@@ -95,6 +95,8 @@ test('a machine backed up and a file downloaded from the console', async (t) => 
     assert.equal(files.trim(), '3', 'the backup counts 3 files');
     const plan = (await page.locator('#snapshot-list .snapshot-row td:nth-child(2)').first().textContent()) || '';
     assert.match(plan, /full/, 'a first backup is a full one');
+    const stored = (await page.locator('#machine-stored').textContent()) || '';
+    assert.match(stored.trim(), /^[1-9][0-9.]* (KiB|MiB)$/, `stored size of a 3 MiB random file: ${stored}`);
     await shot('machine');
   });
 

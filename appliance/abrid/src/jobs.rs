@@ -133,6 +133,8 @@ struct Inner {
     /// Active jobs by id.
     live: HashMap<String, Live>,
     queues: HashMap<String, VecDeque<Command>>,
+    /// Bytes each machine's uploads added to the store since its last commit.
+    stored_since_commit: HashMap<String, u64>,
     wakers: HashMap<String, Arc<Notify>>,
 }
 
@@ -436,6 +438,21 @@ impl Jobs {
             }
         }
         Ok(jobs)
+    }
+
+    /// Counts bytes a machine's upload added to the store.
+    pub fn add_stored(&self, machine: &str, bytes: u64) {
+        *self
+            .lock()
+            .stored_since_commit
+            .entry(machine.to_string())
+            .or_default() += bytes;
+    }
+
+    /// The bytes a machine added to the store since its last commit, reset to zero: they
+    /// belong to the snapshot being committed.
+    pub fn take_stored(&self, machine: &str) -> u64 {
+        self.lock().stored_since_commit.remove(machine).unwrap_or(0)
     }
 
     /// Fails running jobs whose agent has been silent for longer than `limit` (killed,

@@ -132,6 +132,8 @@ where
         chunks: upload_stats.chunks.load(Ordering::Relaxed),
         new_chunks: upload_stats.new_chunks.load(Ordering::Relaxed),
         reused_files: read_stats.reused_files,
+        // The box measures what the snapshot added to its store.
+        stored_new_bytes: 0,
     };
     let commit = CommitSnapshot {
         job_id: job.job_id.clone(),

@@ -160,6 +160,10 @@ pub struct SnapshotStatsWire {
     pub chunks: u64,
     pub new_chunks: u64,
     pub reused_files: u64,
+    /// What the snapshot added to the box's store (compressed, deduplicated); set by the
+    /// box, ignored when an agent sends it.
+    #[serde(default)]
+    pub stored_new_bytes: u64,
 }
 
 /// A snapshot as agents and the console list it.

@@ -193,13 +193,16 @@ async fn missing(
 /// only touched, never overwritten.
 async fn upload_chunk(
     State(app): AppState,
-    AgentMachine(_m): AgentMachine,
+    AgentMachine(m): AgentMachine,
     Path(digest): Path<String>,
     body: axum::body::Bytes,
 ) -> AppResult<StatusCode> {
     let digest = parse_digest(&digest)?;
     let store = app.store.clone();
     let inserted = blocking(move || Ok(store.insert_encoded(&digest, &body)?)).await?;
+    if inserted.new {
+        app.jobs.add_stored(&m.id, inserted.stored_bytes);
+    }
     Ok(if inserted.new {
         StatusCode::CREATED
     } else {
@@ -239,6 +242,7 @@ pub fn summary(m: &SnapshotManifest) -> SnapshotSummary {
             chunks: m.stats.chunks,
             new_chunks: m.stats.new_chunks,
             reused_files: m.stats.reused_files,
+            stored_new_bytes: m.stats.stored_new_bytes,
         },
     }
 }
@@ -266,6 +270,8 @@ async fn commit(
         .iter()
         .map(|d| parse_digest(d))
         .collect::<AppResult<Vec<_>>>()?;
+    let mut stats = stats_from_wire(&req.stats);
+    stats.stored_new_bytes = app.jobs.take_stored(&m.id);
     let manifest = SnapshotManifest {
         format: 1,
         id: abri_store::new_snapshot_id(std::time::SystemTime::now()),
@@ -276,7 +282,7 @@ async fn commit(
         finished: now() as i64,
         full: req.full,
         catalog,
-        stats: stats_from_wire(&req.stats),
+        stats,
         source: req.source.clone(),
         host: m.hostname.clone(),
     };
@@ -290,6 +296,8 @@ async fn commit(
     })
     .await;
     if let Err(e) = committed {
+        // Not committed: the bytes stay counted for the next snapshot that uses them.
+        app.jobs.add_stored(&m.id, manifest.stats.stored_new_bytes);
         let _ = app.jobs.report(
             &m.id,
             &req.job_id,

@@ -177,6 +177,10 @@ fn snapshot_row(m: &abri_store::SnapshotManifest) -> SnapshotRow {
 pub struct MachinePage {
     pub c: Chrome,
     pub m: MachineRow,
+    /// The latest backup's logical size.
+    pub protected: String,
+    /// What this machine's backups added to the store (compressed, deduplicated).
+    pub stored: String,
     pub agent_version: String,
     pub enrolled: String,
     pub jobs: Vec<JobRow>,
@@ -216,11 +220,10 @@ fn machine_view(app: &App, mut c: Chrome, machine: Machine, status: StatusCode) 
     if jobs.iter().any(|j| j.active) {
         c.refresh = Some(3);
     }
-    let mut snapshots: Vec<SnapshotRow> = abri_store::list_snapshots(&app.store, &machine.id)
-        .unwrap_or_default()
-        .iter()
-        .map(snapshot_row)
-        .collect();
+    let manifests = abri_store::list_snapshots(&app.store, &machine.id).unwrap_or_default();
+    let protected = human_bytes(manifests.last().map_or(0, |m| m.stats.bytes));
+    let stored = human_bytes(manifests.iter().map(|m| m.stats.stored_new_bytes).sum());
+    let mut snapshots: Vec<SnapshotRow> = manifests.iter().map(snapshot_row).collect();
     snapshots.reverse();
     let agent_version = machine.agent_version.clone();
     let enrolled = human_time(machine.enrolled);
@@ -230,6 +233,8 @@ fn machine_view(app: &App, mut c: Chrome, machine: Machine, status: StatusCode) 
         &MachinePage {
             c,
             m,
+            protected,
+            stored,
             agent_version,
             enrolled,
             jobs,
