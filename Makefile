@@ -7,7 +7,7 @@ CARGO ?= cargo
 VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 
-.PHONY: all run build lint unit system browser test deps
+.PHONY: all run build lint unit system browser test deps bench
 
 all: build
 
@@ -42,3 +42,7 @@ deps:
 
 ## test: everything CI checks
 test: deps lint unit build system browser
+
+## bench: Abri against restic and borg on ~3 GB of /usr (writes BENCHMARKS.md; not a test)
+bench:
+	python3 bench/run.py $(BENCH_ARGS)
