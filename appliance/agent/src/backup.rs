@@ -142,14 +142,15 @@ where
         started: job.started,
         catalog: catalog.iter().map(Digest::to_hex).collect(),
         source: job.source.clone(),
-        stats: stats.clone(),
+        stats,
     };
     let snapshot = dest
         .commit(&commit)
         .map_err(|e| BackupError::Commit(e.to_string()))?;
+    // The box's account of the snapshot is authoritative (it adds what it stored).
     Ok(BackupReport {
+        stats: snapshot.stats.clone(),
         snapshot,
-        stats,
         bytes_read: counters.bytes_read.load(Ordering::Relaxed),
         warnings: counters.warnings.load(Ordering::Relaxed),
     })

@@ -26,6 +26,7 @@ pub mod exclude;
 pub mod incremental;
 pub mod metadata;
 pub mod platform;
+pub mod prefetch;
 pub mod progress;
 pub mod remote;
 pub mod restore;

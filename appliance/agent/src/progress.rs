@@ -85,20 +85,23 @@ impl Counters {
     }
 }
 
-/// Sends progress to the box every second until `done` is set; sets `cancel` when the box
+/// Sends progress to the box every second until `done` is notified, then once more at
+/// once (not at the next tick: a job's end must not wait for it); sets `cancel` when the box
 /// asks for it. Report failures are logged and retried at the next tick: a box restart
 /// must not stop a backup here (the commit will tell).
 pub async fn report_to_box(
     client: BoxClient,
     job_id: String,
     counters: std::sync::Arc<Counters>,
-    done: std::sync::Arc<AtomicBool>,
+    done: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tick.tick().await;
-        let finished = done.load(Ordering::Relaxed);
+        let finished = tokio::select! {
+            _ = tick.tick() => false,
+            _ = done.notified() => true,
+        };
         let progress = counters.take_progress();
         match client.progress(&job_id, &progress).await {
             Ok(ack) if ack.cancel => {

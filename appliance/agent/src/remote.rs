@@ -9,7 +9,6 @@ use abri_proto::agent::{BackupSpec, CommitSnapshot, SnapshotSummary};
 use abri_store::{CatalogReader, ChunkKey, ChunkSource, ChunkerParams, Digest, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use tokio::runtime::Handle;
 
 use crate::backup::{BackupError, BackupJob, BackupReport, run_backup};
@@ -189,7 +188,7 @@ pub async fn backup_job(
         source: platform::hostname(),
         started,
     };
-    let done = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(tokio::sync::Notify::new());
     let reporter = tokio::spawn(report_to_box(
         client.clone(),
         job_id.to_string(),
@@ -203,7 +202,7 @@ pub async fn backup_job(
     );
     let c = counters.clone();
     let result = tokio::task::spawn_blocking(move || run_backup(&job, &dest, previous, &c)).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.notify_one();
     let _ = reporter.await;
     Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
 }
@@ -226,7 +225,7 @@ pub async fn restore_job(
         snapshot.to_string(),
         config.chunk_key(),
     );
-    let done = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(tokio::sync::Notify::new());
     let reporter = job_id.map(|id| {
         tokio::spawn(report_to_box(
             client.clone(),
@@ -238,7 +237,7 @@ pub async fn restore_job(
     let c = counters.clone();
     let result =
         tokio::task::spawn_blocking(move || run_restore(&source, digests, &opts, &c)).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.notify_one();
     if let Some(r) = reporter {
         let _ = r.await;
     }

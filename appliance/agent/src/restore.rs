@@ -109,8 +109,51 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Restores the catalog made of `catalog` chunks from `source` according to `opts`.
-pub fn run_restore<S: ChunkSource>(
+/// The data chunks of the files a restore will write, in the order it will ask for them.
+fn chunk_plan<S: ChunkSource>(
+    source: &S,
+    catalog: Vec<Digest>,
+    paths: &[Vec<u8>],
+) -> Result<Vec<Digest>, RestoreError> {
+    let mut plan: Vec<Digest> = Vec::new();
+    for entry in CatalogReader::new(source, catalog) {
+        let entry = entry.map_err(RestoreError::Catalog)?;
+        let selected = paths.is_empty()
+            || paths
+                .iter()
+                .any(|p| *p == entry.path || is_under(&entry.path, p));
+        if selected && matches!(entry.kind, EntryKind::File) {
+            let mut extents = entry.extents.clone();
+            extents.sort_by_key(|e| e.file_offset);
+            for e in extents {
+                if plan.last() != Some(&e.digest) {
+                    plan.push(e.digest);
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Restores the catalog made of `catalog` chunks from `source` according to `opts`, with
+/// the files' chunks fetched ahead in parallel (`prefetch`).
+pub fn run_restore<S: ChunkSource + Sync>(
+    source: &S,
+    catalog: Vec<Digest>,
+    opts: &RestoreOptions,
+    counters: &Counters,
+) -> Result<RestoreReport, RestoreError> {
+    let plan = chunk_plan(source, catalog.clone(), &opts.paths)?;
+    crate::prefetch::with_prefetch(
+        source,
+        plan,
+        crate::prefetch::WORKERS,
+        crate::prefetch::WINDOW,
+        |p| restore_from(p, catalog, opts, counters),
+    )
+}
+
+fn restore_from<S: ChunkSource>(
     source: &S,
     catalog: Vec<Digest>,
     opts: &RestoreOptions,
