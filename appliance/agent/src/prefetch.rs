@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
 /// Workers fetching ahead of the restore.
-pub const WORKERS: usize = 4;
+pub const WORKERS: usize = 3;
 /// Chunks fetched ahead of the one the restore is writing.
-pub const WINDOW: usize = 12;
+pub const WINDOW: usize = 6;
 
 struct State {
     /// Where the next unfetched planned chunk is.
