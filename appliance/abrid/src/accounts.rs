@@ -4,7 +4,7 @@
 //! API tokens are stored as SHA-256 digests. Slow hashing runs on the blocking pool.
 
 use crate::app::App;
-use crate::errors::{AppError, AppResult};
+use crate::errors::{AppError, AppResult, blocking};
 use crate::mailer;
 use crate::secrets::{constant_time_eq, generate_password, generate_token, sha256_hex};
 use crate::state::records::now;
@@ -22,16 +22,12 @@ const SESSION_IDLE_SECS: u64 = 12 * 3600;
 const SESSION_MAX_SECS: u64 = 7 * 86400;
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("background task failed: {e}")))
-}
-
 async fn hash_password(password: String) -> AppResult<String> {
-    blocking(move || hash_secret(&password))
-        .await?
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot hash the password: {e}")))
+    blocking(move || {
+        hash_secret(&password)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot hash the password: {e}")))
+    })
+    .await
 }
 
 /// Checks the claim code and, if right, creates the admin account with a fresh password.
@@ -45,7 +41,7 @@ pub async fn activate(app: &App, typed_code: &str) -> AppResult<IssuedPassword> 
     let hash = app.factory.claim_code_hash.clone();
     let code = ClaimCode::parse(typed_code);
     let right = match code {
-        Some(code) => blocking(move || verify_secret(code.as_str(), &hash)).await?,
+        Some(code) => blocking(move || Ok(verify_secret(code.as_str(), &hash))).await?,
         None => false,
     };
     if !right {
@@ -124,7 +120,7 @@ pub async fn login(app: &App, user: &str, password: &str, client: &str) -> AppRe
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| decoy_hash().to_string());
     let typed = password.to_string();
-    let verified = blocking(move || verify_secret(&typed, &hash)).await?;
+    let verified = blocking(move || Ok(verify_secret(&typed, &hash))).await?;
     let Some(record) = record.filter(|_| verified) else {
         app.login_throttle.fail(client);
         app.db.audit(&AuditEvent::new(
@@ -226,7 +222,7 @@ pub async fn change_password(
         .map_err(AppError::Throttled)?;
     let mut record = user(app, name)?;
     let (typed, hash) = (current.to_string(), record.password_hash.clone());
-    if !blocking(move || verify_secret(&typed, &hash)).await? {
+    if !blocking(move || Ok(verify_secret(&typed, &hash))).await? {
         app.login_throttle.fail(&throttle_key);
         return Err(AppError::Invalid("current_password: wrong password".into()));
     }

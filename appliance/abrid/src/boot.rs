@@ -130,27 +130,14 @@ pub fn boot(
 
 /// The factory's relay becomes the box's relay until someone edits it in the console.
 fn seed_mail_relay(db: &Db, factory: &FactoryData) -> Result<()> {
-    let Some(smtp) = &factory.smtp else {
-        return Ok(());
-    };
     if db
         .get::<serde_json::Value>(Table::Config, "mail")?
         .is_some()
     {
         return Ok(());
     }
-    let relay = abri_mail::RelaySettings {
-        host: smtp.host.clone(),
-        port: smtp.port,
-        security: match smtp.security {
-            abri_factory::SmtpSecurity::Starttls => abri_mail::Security::Starttls,
-            abri_factory::SmtpSecurity::Tls => abri_mail::Security::Tls,
-            abri_factory::SmtpSecurity::None => abri_mail::Security::None,
-        },
-        user: smtp.user.clone(),
-        password: smtp.password.clone(),
-        sender: smtp.sender.clone(),
-        recipients: factory.partner.email.iter().cloned().collect(),
+    let Some(relay) = crate::mailer::relay_from_factory(factory) else {
+        return Ok(());
     };
     db.put(Table::Config, "mail", &relay)?;
     Ok(())

@@ -57,3 +57,12 @@ impl From<abri_store::StoreError> for AppError {
         }
     }
 }
+
+/// Runs blocking work (hashing, file-system I/O of the store) off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> AppResult<T> + Send + 'static,
+) -> AppResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("background task failed: {e}")))?
+}

@@ -14,8 +14,8 @@ pub fn configured_relay(app: &App) -> Option<RelaySettings> {
 }
 
 /// The relay of the factory data, addressed to the partner; used until the console sets one.
-pub fn relay_from_factory(app: &App) -> Option<RelaySettings> {
-    let smtp = app.factory.smtp.as_ref()?;
+pub fn relay_from_factory(factory: &abri_factory::FactoryData) -> Option<RelaySettings> {
+    let smtp = factory.smtp.as_ref()?;
     Some(RelaySettings {
         host: smtp.host.clone(),
         port: smtp.port,
@@ -27,7 +27,7 @@ pub fn relay_from_factory(app: &App) -> Option<RelaySettings> {
         user: smtp.user.clone(),
         password: smtp.password.clone(),
         sender: smtp.sender.clone(),
-        recipients: app.factory.partner.email.iter().cloned().collect(),
+        recipients: factory.partner.email.iter().cloned().collect(),
     })
 }
 
@@ -44,7 +44,7 @@ pub async fn mail_password_to_partner(app: &App, password: &str) -> bool {
     let Some(email) = app.factory.partner.email.clone() else {
         return false;
     };
-    let Some(relay) = configured_relay(app).or_else(|| relay_from_factory(app)) else {
+    let Some(relay) = configured_relay(app).or_else(|| relay_from_factory(&app.factory)) else {
         return false;
     };
     let fr = app.default_language() == "fr";

@@ -4,7 +4,7 @@
 
 use super::extract::ApiJson;
 use crate::app::App;
-use crate::errors::{AppError, AppResult};
+use crate::errors::{AppError, AppResult, blocking};
 use crate::jobs::JobState;
 use crate::machines;
 use crate::state::Machine;
@@ -44,14 +44,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/snapshots", get(snapshots).post(commit))
         .route("/snapshots/{id}", get(snapshot))
         .route("/snapshots/{id}/chunks/{digest}", get(snapshot_chunk))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> AppResult<T> + Send + 'static,
-) -> AppResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("background task failed: {e}")))?
 }
 
 /// The machine behind `Authorization: Machine <id>.<key>`.

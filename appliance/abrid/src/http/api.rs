@@ -5,7 +5,7 @@ use super::extract::{ApiJson, ApiUser, ClientAddr, SESSION_COOKIE, Via};
 use crate::accounts;
 use crate::app::App;
 use crate::boxinfo;
-use crate::errors::{AppError, AppResult};
+use crate::errors::{AppError, AppResult, blocking};
 use crate::machines;
 use crate::settings::{self, MailUpdate, MailView};
 use abri_proto::api::{ActivateRequest, IssuedPassword, LoginRequest, LoginResponse, Status};
@@ -524,14 +524,6 @@ struct RestoreBody {
     #[serde(default)]
     paths: Vec<String>,
     target: String,
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> AppResult<T> + Send + 'static,
-) -> AppResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("background task failed: {e}")))?
 }
 
 async fn machine_snapshots(
