@@ -26,10 +26,10 @@ use crate::progress::Counters;
 
 /// Most chunks per missing-query.
 pub const QUERY_BATCH: usize = 16;
-/// zstd level of the chunks the agent sends. Level 1 compresses text about a third faster
-/// than level 3 for a few percent more bytes (measured by `make bench`); the agent's CPU,
-/// not the network, bounds a first backup on a LAN.
-pub const ZSTD_LEVEL: i32 = 1;
+/// zstd level of the chunks the agent sends. Level 1 is about a third faster on text but
+/// made the 3 GB bench's repository 1.4 % larger than restic's, where level 3 keeps it
+/// smaller: the box's disk is the scarcer resource (`make bench`, BENCHMARKS.md).
+pub const ZSTD_LEVEL: i32 = 3;
 
 /// Why a destination call failed.
 #[derive(Debug, thiserror::Error)]
