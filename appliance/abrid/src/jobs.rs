@@ -202,18 +202,24 @@ impl Jobs {
             )));
         }
         let job = Job::new(machine, JobKind::Backup, &spec.plan, spec.full, trigger);
+        let command = Command::Backup {
+            job_id: job.id.clone(),
+            spec,
+        };
+        self.enqueue(job, command)
+    }
+
+    /// Records a queued job and hands its command to the machine's next poll.
+    fn enqueue(&self, job: Job, command: Command) -> AppResult<Job> {
         self.save(&job)?;
         let mut inner = self.lock();
         inner
             .queues
-            .entry(machine.to_string())
+            .entry(job.machine.clone())
             .or_default()
-            .push_back(Command::Backup {
-                job_id: job.id.clone(),
-                spec,
-            });
+            .push_back(command);
         inner.live.insert(job.id.clone(), Live::new(job.clone()));
-        Self::waker(&mut inner, machine).notify_one();
+        Self::waker(&mut inner, &job.machine).notify_one();
         Ok(job)
     }
 
@@ -221,21 +227,13 @@ impl Jobs {
     pub fn queue_restore(&self, machine: &str, request: RestoreRequest) -> AppResult<Job> {
         let mut job = Job::new(machine, JobKind::Restore, "", false, "console");
         job.restore = Some(request.clone());
-        self.save(&job)?;
-        let mut inner = self.lock();
-        inner
-            .queues
-            .entry(machine.to_string())
-            .or_default()
-            .push_back(Command::Restore {
-                job_id: job.id.clone(),
-                snapshot: request.snapshot,
-                paths: request.paths,
-                target: request.target,
-            });
-        inner.live.insert(job.id.clone(), Live::new(job.clone()));
-        Self::waker(&mut inner, machine).notify_one();
-        Ok(job)
+        let command = Command::Restore {
+            job_id: job.id.clone(),
+            snapshot: request.snapshot,
+            paths: request.paths,
+            target: request.target,
+        };
+        self.enqueue(job, command)
     }
 
     /// A backup the agent starts by itself (`abri-agent backup --now`): running at once.
