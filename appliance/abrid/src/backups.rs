@@ -9,6 +9,7 @@ use crate::schedule::{self, Decision, RunHistory};
 use crate::settings;
 use crate::state::AuditEvent;
 use crate::state::records::now;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,13 +64,13 @@ pub fn cancel_job(app: &App, actor: &str, job_id: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// What the box remembers of a plan's runs on a machine, from its job history.
-fn history(app: &App, machine: &str, plan: &str) -> AppResult<RunHistory> {
-    let mut h = RunHistory::default();
-    for job in app.jobs.history(machine, 500)? {
-        if job.kind != JobKind::Backup || job.plan != plan {
-            continue;
-        }
+/// What the box remembers of each (machine, plan)'s backups, from one pass over the jobs.
+fn run_histories(jobs: &[Job]) -> HashMap<(&str, &str), RunHistory> {
+    let mut histories: HashMap<(&str, &str), RunHistory> = HashMap::new();
+    for job in jobs.iter().filter(|j| j.kind == JobKind::Backup) {
+        let h = histories
+            .entry((job.machine.as_str(), job.plan.as_str()))
+            .or_default();
         let started = job.started.unwrap_or(job.created);
         let newest =
             |slot: &mut Option<u64>| *slot = Some(slot.map_or(started, |s| s.max(started)));
@@ -81,7 +82,7 @@ fn history(app: &App, machine: &str, plan: &str) -> AppResult<RunHistory> {
             }
         }
     }
-    Ok(h)
+    histories
 }
 
 /// One pass of the scheduler: queue every file plan that is due on a live machine.
@@ -89,6 +90,8 @@ pub fn run_due(app: &App, now_secs: u64) -> AppResult<Vec<Job>> {
     let minute = schedule::local_minute_of_day(now_secs, app.factory.partner.timezone.as_deref());
     let mut queued = Vec::new();
     let plans = settings::plans(app)?;
+    let jobs = app.jobs.all()?;
+    let histories = run_histories(&jobs);
     for machine in machines::machines(app)? {
         if machine.revoked_at.is_some() {
             continue;
@@ -100,7 +103,10 @@ pub fn run_due(app: &App, now_secs: u64) -> AppResult<Vec<Job>> {
             if app.jobs.active_for(&machine.id, &plan.id).is_some() {
                 continue;
             }
-            let h = history(app, &machine.id, &plan.id)?;
+            let h = histories
+                .get(&(machine.id.as_str(), plan.id.as_str()))
+                .copied()
+                .unwrap_or_default();
             if let Decision::Run { full } = schedule::decide(&plan.settings, &h, now_secs, minute) {
                 let spec = spec_for(app, &machine.id, &plan.id, full)?;
                 queued.push(app.jobs.queue_backup(&machine.id, spec, "schedule")?);
@@ -179,4 +185,32 @@ pub fn machine_snapshot(
     abri_store::validate_id("snapshot", snapshot)?;
     abri_store::load_snapshot(&app.store, machine_id, snapshot)
         .map_err(|_| AppError::NotFound(format!("snapshot {snapshot} of machine {machine_id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pass_gives_each_machine_and_plan_its_own_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path());
+        let spec = settings::backup_spec(&app, "files", true).unwrap();
+        let a = app.jobs.start_agent_backup("m-a", &spec).unwrap();
+        app.jobs
+            .finish("m-a", &a.id, JobState::Succeeded, None, Some("s".into()))
+            .unwrap();
+        let b = app.jobs.start_agent_backup("m-b", &spec).unwrap();
+        app.jobs
+            .finish("m-b", &b.id, JobState::Failed, Some("x".into()), None)
+            .unwrap();
+        let jobs = app.jobs.all().unwrap();
+        let h = run_histories(&jobs);
+        let ha = h[&("m-a", "files")];
+        assert!(ha.last_success_started.is_some() && ha.last_full_started.is_some());
+        let hb = h[&("m-b", "files")];
+        assert!(hb.last_attempt_started.is_some());
+        assert_eq!(hb.last_success_started, None, "a failure is not a success");
+        assert!(!h.contains_key(&("m-a", "image")));
+    }
 }

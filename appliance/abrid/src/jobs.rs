@@ -418,16 +418,15 @@ impl Jobs {
         jobs
     }
 
-    /// A machine's jobs, newest first (live progress for active ones).
-    pub fn history(&self, machine: &str, limit: usize) -> AppResult<Vec<Job>> {
+    /// Every job, newest first (live progress for active ones). One read of the table:
+    /// callers that need several machines' histories group this instead of asking per machine.
+    pub fn all(&self) -> AppResult<Vec<Job>> {
         let mut jobs: Vec<Job> = self
             .db
             .list::<Job>(Table::Jobs)?
             .into_iter()
             .rev()
             .map(|(_, j)| j)
-            .filter(|j| j.machine == machine)
-            .take(limit)
             .collect();
         let inner = self.lock();
         for job in &mut jobs {
@@ -436,6 +435,16 @@ impl Jobs {
             }
         }
         Ok(jobs)
+    }
+
+    /// A machine's jobs, newest first (live progress for active ones).
+    pub fn history(&self, machine: &str, limit: usize) -> AppResult<Vec<Job>> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|j| j.machine == machine)
+            .take(limit)
+            .collect())
     }
 
     /// Counts bytes a machine's upload added to the store.

@@ -31,14 +31,19 @@ pub struct MachineRow {
     pub revoked: bool,
 }
 
-fn last_good_backup(app: &App, machine: &str) -> Option<u64> {
-    app.jobs
-        .history(machine, 200)
-        .ok()?
-        .into_iter()
+/// When each machine's newest successful backup finished, from one pass over the jobs.
+fn last_good_backups(jobs: &[Job]) -> HashMap<&str, u64> {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for job in jobs
+        .iter()
         .filter(|j| j.kind == JobKind::Backup && j.state == JobState::Succeeded)
-        .filter_map(|j| j.finished)
-        .max()
+    {
+        if let Some(finished) = job.finished {
+            let slot = last.entry(job.machine.as_str()).or_insert(finished);
+            *slot = (*slot).max(finished);
+        }
+    }
+    last
 }
 
 /// The control room's colour scale of backup age.
@@ -52,8 +57,7 @@ pub fn freshness(age_secs: Option<u64>) -> &'static str {
     }
 }
 
-fn row(app: &App, m: Machine, never: &str) -> MachineRow {
-    let last = last_good_backup(app, &m.id);
+fn row(m: Machine, last: Option<u64>, never: &str) -> MachineRow {
     let now = crate::state::records::now();
     MachineRow {
         last_backup: last.map(human_time).unwrap_or_else(|| never.to_string()),
@@ -75,10 +79,15 @@ pub struct MachinesPage {
 
 /// Every machine as a row, for the list and the control room.
 pub fn machine_rows(app: &App, never: &str) -> Vec<MachineRow> {
+    let jobs = app.jobs.all().unwrap_or_default();
+    let last = last_good_backups(&jobs);
     machines::machines(app)
         .unwrap_or_default()
         .into_iter()
-        .map(|m| row(app, m, never))
+        .map(|m| {
+            let t = last.get(m.id.as_str()).copied();
+            row(m, t, never)
+        })
         .collect()
 }
 
@@ -227,7 +236,8 @@ fn machine_view(app: &App, mut c: Chrome, machine: Machine, status: StatusCode) 
     snapshots.reverse();
     let agent_version = machine.agent_version.clone();
     let enrolled = human_time(machine.enrolled);
-    let m = row(app, machine, c.t.never);
+    let last_good = manifests.last().map(|m| m.finished.max(0) as u64);
+    let m = row(machine, last_good, c.t.never);
     render(
         status,
         &MachinePage {
