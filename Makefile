@@ -40,8 +40,12 @@ browser:
 deps:
 	./scripts/install-test-deps.sh
 
+# Areas add their own targets in mk/<area>.mk and append to TEST_PARTS (run after browser).
+TEST_PARTS :=
+-include mk/*.mk
+
 ## test: everything CI checks
-test: deps lint unit build system browser
+test: deps lint unit build system browser $(TEST_PARTS)
 
 ## bench: Abri against restic and borg on ~3 GB of /usr (writes BENCHMARKS.md; not a test)
 bench:

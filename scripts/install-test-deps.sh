@@ -10,7 +10,14 @@ cd "$ROOT"
 say() { echo "install-test-deps: $*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
-want=(pkg-config libudev-dev python3-venv iproute2 chromium openssl curl)
+# Each area lists its packages in scripts/apt/<area>.txt (one per line, # comments).
+want=()
+for list in scripts/apt/*.txt; do
+    while read -r pkg _; do
+        case "$pkg" in '' | '#'*) continue ;; esac
+        want+=("$pkg")
+    done <"$list"
+done
 if ! command -v node >/dev/null 2>&1; then
     want+=(nodejs)
 fi
