@@ -372,7 +372,11 @@ pub struct CatalogReader<S> {
     started: bool,
     done: bool,
     last_path: Option<Vec<u8>>,
-    peeked: Option<Entry>,
+    peeked: Option<(u64, Entry)>,
+    /// Stream offset of `buf[0]`.
+    buf_offset: u64,
+    /// Stream offset where each chunk read so far ends.
+    chunk_ends: Vec<u64>,
 }
 
 impl<S: ChunkSource> CatalogReader<S> {
@@ -388,19 +392,61 @@ impl<S: ChunkSource> CatalogReader<S> {
             done: false,
             last_path: None,
             peeked: None,
+            buf_offset: 0,
+            chunk_ends: Vec::new(),
         }
+    }
+
+    /// A reader that starts at the entry found at stream `offset` by an earlier reader of
+    /// the same catalog, whose [`CatalogReader::chunk_ends`] are `chunk_ends`: random access
+    /// for large catalogs (image segments) without re-reading from the start. Ordering
+    /// checks start afresh from that entry.
+    pub fn resume(
+        source: S,
+        digests: Vec<Digest>,
+        chunk_ends: &[u64],
+        offset: u64,
+    ) -> Result<Self> {
+        let index = chunk_ends.partition_point(|&end| end <= offset);
+        let Some(digest) = digests.get(index) else {
+            return Err(invalid(format!("no catalog chunk holds offset {offset}")));
+        };
+        let start = index.checked_sub(1).map_or(0, |i| chunk_ends[i]);
+        let buf = source.read_chunk(digest)?;
+        let skip = usize::try_from(offset - start)
+            .ok()
+            .filter(|&n| n <= buf.len())
+            .ok_or_else(|| invalid(format!("catalog offset {offset} is past its chunk")))?;
+        Ok(CatalogReader {
+            source,
+            digests,
+            next_chunk: index + 1,
+            buf,
+            pos: skip,
+            started: true,
+            done: false,
+            last_path: None,
+            peeked: None,
+            buf_offset: start,
+            chunk_ends: chunk_ends[..=index].to_vec(),
+        })
+    }
+
+    /// Where each catalog chunk read so far ends in the stream (for [`CatalogReader::resume`]).
+    pub fn chunk_ends(&self) -> &[u64] {
+        &self.chunk_ends
     }
 
     /// Advances to `path` and returns its entry, or `None` when the catalog has no such
     /// path. For a merge with a walk: ask for increasing paths; entries before `path` are
     /// skipped, and the first entry after it stays for the next call.
     pub fn find(&mut self, path: &[u8]) -> Result<Option<Entry>> {
-        while let Some(e) = self.next_entry()? {
+        while let Some((offset, e)) = self.next_entry_at()? {
             match path_cmp(&e.path, path) {
                 Ordering::Less => continue,
                 Ordering::Equal => return Ok(Some(e)),
                 Ordering::Greater => {
-                    self.peeked = Some(e);
+                    self.peeked = Some((offset, e));
                     return Ok(None);
                 }
             }
@@ -410,6 +456,11 @@ impl<S: ChunkSource> CatalogReader<S> {
 
     /// The next entry, `None` at the end.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        Ok(self.next_entry_at()?.map(|(_, e)| e))
+    }
+
+    /// The next entry and the stream offset of its record (for [`CatalogReader::resume`]).
+    pub fn next_entry_at(&mut self) -> Result<Option<(u64, Entry)>> {
         if let Some(e) = self.peeked.take() {
             return Ok(Some(e));
         }
@@ -423,7 +474,7 @@ impl<S: ChunkSource> CatalogReader<S> {
         r
     }
 
-    fn read_entry(&mut self) -> Result<Option<Entry>> {
+    fn read_entry(&mut self) -> Result<Option<(u64, Entry)>> {
         if !self.started {
             self.started = true;
             let header = self
@@ -439,6 +490,7 @@ impl<S: ChunkSource> CatalogReader<S> {
                 )));
             }
         }
+        let offset = self.buf_offset + self.pos as u64;
         let Some(len) = self.take(4)? else {
             return Ok(None);
         };
@@ -458,7 +510,7 @@ impl<S: ChunkSource> CatalogReader<S> {
         }
         check_entry(&entry, self.last_path.as_deref())?;
         self.last_path = Some(entry.path.clone());
-        Ok(Some(entry))
+        Ok(Some((offset, entry)))
     }
 
     /// Takes exactly `n` bytes of the stream; `None` at a clean end (no bytes left),
@@ -473,7 +525,10 @@ impl<S: ChunkSource> CatalogReader<S> {
             };
             let chunk = self.source.read_chunk(digest)?;
             self.next_chunk += 1;
+            let end = self.chunk_ends.last().copied().unwrap_or(0) + chunk.len() as u64;
+            self.chunk_ends.push(end);
             self.buf.drain(..self.pos);
+            self.buf_offset += self.pos as u64;
             self.pos = 0;
             self.buf.extend_from_slice(&chunk);
         }

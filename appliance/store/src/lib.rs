@@ -36,6 +36,10 @@
 //! [`commit_snapshot`], [`list_machines`], [`list_snapshots`], [`load_snapshot`],
 //! [`delete_snapshot`] (prune only), [`new_snapshot_id`], [`validate_id`].
 //!
+//! Images ([`image`]): [`ImageInfo`] / [`ImageVolume`] (the manifest's `images`),
+//! [`ImageSegments`] (the agent cuts chunk slots into segment entries),
+//! [`check_image_entries`] (commit), [`ImageReader`] (random access for browsing).
+//!
 //! Maintenance: [`select_to_keep`] with [`RetentionPolicy`] and [`SnapshotInfo`];
 //! [`gc()`] -> [`GcReport`]; [`verify()`] -> [`VerifyReport`].
 //!
@@ -94,6 +98,7 @@
 //!     stats: SnapshotStats::default(),
 //!     source: "/home".into(),
 //!     host: "pc-1".into(),
+//!     images: Vec::new(),
 //! };
 //! commit_snapshot(&manifest, &store)?;
 //!
@@ -118,6 +123,7 @@ pub mod chunker;
 mod durable;
 pub mod error;
 pub mod gc;
+pub mod image;
 pub mod key;
 pub mod packer;
 pub mod prune;
@@ -135,6 +141,10 @@ pub use chunk::{MAX_CHUNK_LEN, decode_chunk, encode_chunk};
 pub use chunker::{Chunker, ChunkerParams};
 pub use error::{ChunkDefect, StoreError};
 pub use gc::{GcReport, gc};
+pub use image::{
+    ImageInfo, ImageReader, ImageSegments, ImageVolume, check_image_entries, image_dir_entry,
+    segment_path, validate_image_name,
+};
 pub use key::{ChunkKey, Digest, ParseDigestError};
 pub use packer::{FilePacker, Packed, PackedChunk, PackedFile};
 pub use prune::{RetentionPolicy, SnapshotInfo, select_to_keep};

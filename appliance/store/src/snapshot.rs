@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::CatalogReader;
 use crate::durable::{ensure_dir, sync_dir, write_new};
 use crate::error::{Result, StoreError};
+use crate::image::{ImageInfo, check_image_entries};
 use crate::key::Digest;
 use crate::store::{ChunkStore, read_dir_sorted};
 
@@ -81,6 +82,9 @@ pub struct SnapshotManifest {
     pub source: String,
     /// The machine's host name at backup time.
     pub host: String,
+    /// The images of an image snapshot (empty for files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageInfo>,
 }
 
 /// Checks a machine or snapshot id: 1 to 64 of `a-z 0-9 -`, not starting with '-'.
@@ -193,6 +197,23 @@ fn exists(m: &SnapshotManifest, path: PathBuf) -> StoreError {
 /// checked. Touching makes the chunks newer than any GC cutoff taken before this commit,
 /// so a GC that listed the snapshots before the manifest appears still keeps them.
 fn check_references(manifest: &SnapshotManifest, store: &ChunkStore) -> Result<()> {
+    match manifest.kind {
+        SnapshotKind::Files if !manifest.images.is_empty() => {
+            return Err(StoreError::InvalidCatalog {
+                reason: "a file snapshot describes images".into(),
+            });
+        }
+        SnapshotKind::Image if manifest.images.is_empty() => {
+            return Err(StoreError::InvalidCatalog {
+                reason: "an image snapshot holds no image".into(),
+            });
+        }
+        SnapshotKind::Image => check_image_entries(
+            &manifest.images,
+            CatalogReader::new(store, manifest.catalog.clone()),
+        )?,
+        SnapshotKind::Files => {}
+    }
     for d in &manifest.catalog {
         if !store.touch_if_present(d)? {
             return Err(StoreError::MissingChunk { digest: *d });
