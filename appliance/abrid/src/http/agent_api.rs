@@ -277,6 +277,7 @@ async fn commit(
         stats,
         source: req.source.clone(),
         host: m.hostname.clone(),
+        images: Vec::new(),
     };
     let store = app.store.clone();
     let to_commit = manifest.clone();

@@ -71,6 +71,7 @@ impl Destination for LocalBox {
             stats: SnapshotStats::default(),
             source: c.source.clone(),
             host: c.source.clone(),
+            images: Vec::new(),
         };
         commit_snapshot(&manifest, &self.store)?;
         snaps.push(manifest);
