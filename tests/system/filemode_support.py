@@ -47,16 +47,25 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
 
 # --- the box side ----------------------------------------------------------------------------
 
-def set_files_plan(api: ApiSession, selections: list[str], excludes: list[str] | None = None):
-    r = api.get("plans/files")
+def edit_plan(api: ApiSession, plan_id: str, **changes) -> dict:
+    r = api.get(f"plans/{plan_id}")
     assert r.status_code == 200, r.text
-    plan = r.json()
-    body = {k: v for k, v in plan.items() if k not in ("id", "kind")}
-    body["selections"] = [str(s) for s in selections]
-    body["excludes"] = list(excludes or [])
-    r = api.put("plans/files", json=body)
-    assert r.status_code == 200, f"PUT plans/files: {r.status_code} {r.text}"
+    body = {k: v for k, v in r.json().items() if k not in ("id", "kind")}
+    body.update(changes)
+    r = api.put(f"plans/{plan_id}", json=body)
+    assert r.status_code == 200, f"PUT plans/{plan_id}: {r.status_code} {r.text}"
     return r.json()
+
+
+def set_files_plan(api: ApiSession, selections: list[str], excludes: list[str] | None = None):
+    return edit_plan(api, "files", selections=[str(s) for s in selections],
+                     excludes=list(excludes or []))
+
+
+def pause_image_plan(api: ApiSession) -> dict:
+    """File-mode tests pause the default image plan: its default source is this machine's
+    system disk, which no test may image."""
+    return edit_plan(api, "image", enabled=False)
 
 
 def enrolment_token(api: ApiSession, name: str = "tests") -> str:
@@ -634,6 +643,7 @@ class FileModeEnv:
         self.box = box
         self.tmp = tmp
         self.api = box.session()
+        pause_image_plan(self.api)
         self.agents: list[Agent] = []
         self.procs: list[subprocess.Popen] = []
 

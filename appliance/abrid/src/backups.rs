@@ -96,10 +96,7 @@ pub fn run_due(app: &App, now_secs: u64) -> AppResult<Vec<Job>> {
         if machine.revoked_at.is_some() {
             continue;
         }
-        for plan in plans
-            .iter()
-            .filter(|p| p.kind == abri_proto::plan::PlanKind::Files)
-        {
+        for plan in &plans {
             if app.jobs.active_for(&machine.id, &plan.id).is_some() {
                 continue;
             }

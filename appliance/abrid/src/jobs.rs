@@ -494,6 +494,7 @@ mod tests {
             selections: vec!["/".into()],
             excludes: vec![],
             full: false,
+            kind: Default::default(),
         }
     }
 

@@ -24,6 +24,9 @@ pub enum Decision {
 
 /// `now` is Unix seconds; `minute_of_day` is the box's local time of day in minutes.
 pub fn decide(plan: &PlanSettings, history: &RunHistory, now: u64, minute_of_day: u32) -> Decision {
+    if !plan.enabled {
+        return Decision::Wait;
+    }
     let interval = u64::from(plan.interval_hours) * 3600;
     let since = |t: Option<u64>| t.map(|t| now.saturating_sub(t));
     if since(history.last_success_started).is_some_and(|s| s < interval) {
@@ -66,6 +69,13 @@ mod tests {
 
     fn plan() -> PlanSettings {
         default_file_plan().settings
+    }
+
+    #[test]
+    fn a_paused_plan_never_runs() {
+        let mut p = plan();
+        p.enabled = false;
+        assert_eq!(decide(&p, &RunHistory::default(), NOW, 600), Decision::Wait);
     }
 
     #[test]

@@ -183,15 +183,11 @@ pub fn backup_spec(
     full: bool,
 ) -> AppResult<abri_proto::agent::BackupSpec> {
     let plan = plan(app, plan_id)?;
-    if plan.kind != abri_proto::plan::PlanKind::Files {
-        return Err(AppError::Invalid(format!(
-            "plan: {plan_id} is not a file plan"
-        )));
-    }
     Ok(abri_proto::agent::BackupSpec {
         plan: plan.id,
         selections: plan.settings.selections,
         excludes: plan.settings.excludes,
         full,
+        kind: plan.kind,
     })
 }

@@ -143,6 +143,7 @@ where
         catalog: catalog.iter().map(Digest::to_hex).collect(),
         source: job.source.clone(),
         stats,
+        images: Vec::new(),
     };
     let snapshot = dest
         .commit(&commit)

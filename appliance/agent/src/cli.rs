@@ -12,8 +12,9 @@ use crate::backup::BackupError;
 use crate::client::BoxClient;
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use crate::enroll::{EnrollOptions, enroll};
+use crate::image::restore::ImageRestoreOptions;
 use crate::progress::{Counters, Display, human_bytes};
-use crate::remote::{JobError, backup_job, restore_job};
+use crate::remote::{JobError, backup_job, image_restore_job, restore_job};
 use crate::restore::{RestoreOptions, selection_paths};
 use crate::state::{JobLock, LastJob, load_last_job, save_last_job};
 
@@ -86,6 +87,20 @@ enum Cmd {
         #[arg(long)]
         in_place: bool,
         /// Replace existing files (otherwise they are left alone and counted).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Restore a disk or volume image to a block device or an image file.
+    RestoreImage {
+        /// Image snapshot id, or `latest`.
+        snapshot: String,
+        /// Which image of the snapshot (needed when it holds several).
+        #[arg(long)]
+        image: Option<String>,
+        /// Target block device (not mounted, large enough) or image file.
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace an existing image file.
         #[arg(long)]
         overwrite: bool,
     },
@@ -222,6 +237,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             restore(&cli.config, snapshot, paths, target, overwrite, cli.json).await
         }
+        Cmd::RestoreImage {
+            snapshot,
+            image,
+            to,
+            overwrite,
+        } => restore_image(&cli.config, snapshot, image, to, overwrite, cli.json).await,
         Cmd::Snapshots => {
             let (_, client) = load(&cli.config)?;
             let mut list = client.snapshots().await?;
@@ -300,6 +321,28 @@ async fn backup_now(
         return print_json(&report);
     }
     let s = &report.stats;
+    if report.snapshot.kind == "image" {
+        let images: Vec<String> = report
+            .snapshot
+            .images
+            .iter()
+            .map(|i| format!("{} ({}, read: {})", i.name, human_bytes(i.size), i.read))
+            .collect();
+        println!(
+            "Image snapshot {} committed: {}; {} read, {} new in {} chunks{}",
+            report.snapshot.id,
+            images.join(", "),
+            human_bytes(report.bytes_read),
+            human_bytes(s.new_bytes),
+            s.new_chunks,
+            if report.warnings > 0 {
+                format!(", {} warnings (see the job log)", report.warnings)
+            } else {
+                String::new()
+            }
+        );
+        return Ok(());
+    }
     println!(
         "Snapshot {} committed: {} files, {} dirs, {} ({} unchanged files not read), \
          {} new in {} chunks{}",
@@ -380,6 +423,64 @@ async fn restore(
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+async fn restore_image(
+    config_path: &std::path::Path,
+    snapshot: String,
+    image: Option<String>,
+    target: PathBuf,
+    overwrite: bool,
+    json: bool,
+) -> Result<()> {
+    let (config, client) = load(config_path)?;
+    let snapshot = if snapshot == "latest" {
+        client
+            .snapshots()
+            .await?
+            .into_iter()
+            .filter(|s| s.kind == "image")
+            .max_by_key(|s| s.started)
+            .map(|s| s.id)
+            .context("this machine has no image snapshot yet")?
+    } else {
+        snapshot
+    };
+    let _lock = JobLock::acquire(&config.state_dir)?;
+    let counters = Arc::new(Counters::default());
+    cancel_on_ctrl_c(counters.clone());
+    let display = Display::start(counters.clone(), "restore", json);
+    let opts = ImageRestoreOptions {
+        target: target.clone(),
+        overwrite,
+    };
+    let result = image_restore_job(
+        &client,
+        &config,
+        &snapshot,
+        image.as_deref(),
+        opts,
+        counters,
+    )
+    .await;
+    drop(display);
+    let report = result?;
+    if json {
+        return print_json(&serde_json::json!({ "snapshot": snapshot, "report": report }));
+    }
+    println!(
+        "Restored image {} ({}) of snapshot {} to {}{}: {} written in {} verified chunks, {} \
+         of holes",
+        report.image,
+        human_bytes(report.size),
+        snapshot,
+        target.display(),
+        if report.device { " (device)" } else { "" },
+        human_bytes(report.bytes_written),
+        report.chunks,
+        human_bytes(report.hole_bytes),
     );
     Ok(())
 }

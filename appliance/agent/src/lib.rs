@@ -10,6 +10,7 @@
 //! | `incremental` | the previous catalog alongside the walk: unchanged files are not read |
 //! | `backup`, `upload` | the backup pipeline: reader, packer, catalog; query, compress, upload |
 //! | `restore` | recreating entries under a target, never through a symlink |
+//! | `image` | image mode: sources (disks, LVM, files, NBD), layout, backup, `restore-image` |
 //! | `remote` | the box as destination and chunk source; job drivers |
 //! | `service` | `run`: long-poll commands, run jobs, backoff |
 //! | `progress` | live counters, reports to the box, the terminal's progress bar |
@@ -23,6 +24,7 @@ pub mod config;
 pub mod discover;
 pub mod enroll;
 pub mod exclude;
+pub mod image;
 pub mod incremental;
 pub mod metadata;
 pub mod platform;

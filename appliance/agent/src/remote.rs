@@ -6,6 +6,7 @@
 //! requests in flight on the one HTTP/2 connection.
 
 use abri_proto::agent::{BackupSpec, CommitSnapshot, SnapshotSummary};
+use abri_proto::plan::PlanKind;
 use abri_store::{CatalogReader, ChunkKey, ChunkSource, ChunkerParams, Digest, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,10 @@ use tokio::runtime::Handle;
 use crate::backup::{BackupError, BackupJob, BackupReport, run_backup};
 use crate::client::{BoxClient, ClientError};
 use crate::config::AgentConfig;
+use crate::image::backup::{ImageJob, PreviousImages, run_image_backup};
+use crate::image::restore::{
+    ImageRestoreError, ImageRestoreOptions, ImageRestoreReport, choose_image, run_image_restore,
+};
 use crate::incremental::Previous;
 use crate::platform;
 use crate::progress::{Counters, report_to_box};
@@ -115,6 +120,10 @@ pub enum JobError {
     Restore(#[from] RestoreError),
     #[error("snapshot {0} names an invalid catalog digest")]
     BadCatalog(String),
+    #[error(transparent)]
+    ImageRestore(#[from] ImageRestoreError),
+    #[error("{0}")]
+    Refused(String),
     #[error("the job's thread failed: {0}")]
     Join(String),
 }
@@ -141,6 +150,9 @@ pub async fn backup_job(
     spec: BackupSpec,
     counters: Arc<Counters>,
 ) -> Result<BackupReport, JobError> {
+    if spec.kind == PlanKind::Image {
+        return image_backup_job(client, config, job_id, spec, counters).await;
+    }
     let started = unix_now();
     let key = config.chunk_key();
     let handle = Handle::current();
@@ -241,5 +253,110 @@ pub async fn restore_job(
     if let Some(r) = reporter {
         let _ = r.await;
     }
+    Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
+}
+
+/// Runs an image backup for job `job_id`: the newest image snapshot of the plan is the
+/// base (its chunks are known, and with a dirty bitmap its unchanged blocks are not read).
+async fn image_backup_job(
+    client: &BoxClient,
+    config: &AgentConfig,
+    job_id: &str,
+    spec: BackupSpec,
+    counters: Arc<Counters>,
+) -> Result<BackupReport, JobError> {
+    let started = unix_now();
+    let key = config.chunk_key();
+    let handle = Handle::current();
+    let mut previous = None;
+    if !spec.full {
+        let newest = match client.snapshots().await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|s| s.plan == spec.plan && s.kind == "image")
+                .max_by_key(|s| (s.started, s.finished)),
+            Err(e) => {
+                counters.warn(format!(
+                    "cannot list previous snapshots ({e}): every chunk is checked with the box"
+                ));
+                None
+            }
+        };
+        if let Some(s) = newest {
+            match client.snapshot(&s.id).await {
+                Ok(detail) => {
+                    let digests = parse_catalog(&s.id, &detail.catalog)?;
+                    let source = HttpChunkSource::new(
+                        client.clone(),
+                        handle.clone(),
+                        s.id.clone(),
+                        key.clone(),
+                    );
+                    previous = Some(PreviousImages {
+                        reader: CatalogReader::new(source, digests),
+                        images: detail.summary.images.clone(),
+                    });
+                }
+                Err(e) => counters.warn(format!(
+                    "cannot read snapshot {} ({e}): every chunk is checked with the box",
+                    s.id
+                )),
+            }
+        }
+    }
+    let job = ImageJob {
+        job_id: job_id.to_string(),
+        spec,
+        key,
+        source: platform::hostname(),
+        started,
+    };
+    let done = Arc::new(tokio::sync::Notify::new());
+    let reporter = tokio::spawn(report_to_box(
+        client.clone(),
+        job_id.to_string(),
+        counters.clone(),
+        done.clone(),
+    ));
+    let dest = HttpDestination::new(
+        client.clone(),
+        handle,
+        Some((job_id.to_string(), counters.clone())),
+    );
+    let c = counters.clone();
+    let result =
+        tokio::task::spawn_blocking(move || run_image_backup(&job, &dest, previous, &c)).await;
+    done.notify_one();
+    let _ = reporter.await;
+    Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
+}
+
+/// Restores one image of `snapshot` to a device or file (`abri-agent restore-image`).
+pub async fn image_restore_job(
+    client: &BoxClient,
+    config: &AgentConfig,
+    snapshot: &str,
+    image: Option<&str>,
+    opts: ImageRestoreOptions,
+    counters: Arc<Counters>,
+) -> Result<ImageRestoreReport, JobError> {
+    let detail = client.snapshot(snapshot).await?;
+    if detail.summary.kind != "image" {
+        return Err(JobError::Refused(format!(
+            "snapshot {snapshot} is a file snapshot; use abri-agent restore"
+        )));
+    }
+    let info = choose_image(&detail.summary.images, image).map_err(JobError::Refused)?;
+    let digests = parse_catalog(snapshot, &detail.catalog)?;
+    let source = HttpChunkSource::new(
+        client.clone(),
+        Handle::current(),
+        snapshot.to_string(),
+        config.chunk_key(),
+    );
+    let c = counters.clone();
+    let result =
+        tokio::task::spawn_blocking(move || run_image_restore(&source, digests, &info, &opts, &c))
+            .await;
     Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
 }

@@ -7,6 +7,7 @@
 //! Agents can add chunks and snapshots and read their own snapshots; nothing here deletes or
 //! overwrites a snapshot, and nothing reads another machine's.
 
+use abri_store::ImageInfo;
 use serde::{Deserialize, Serialize};
 
 /// The `Authorization` scheme of machine calls.
@@ -55,8 +56,12 @@ pub struct BackupSpec {
     pub plan: String,
     pub selections: Vec<String>,
     pub excludes: Vec<String>,
-    /// Re-read every file instead of trusting size, times and inode.
+    /// Re-read every file instead of trusting size, times and inode (image plans: read
+    /// every block and trust no previous image).
     pub full: bool,
+    /// Files or image (older boxes send no kind: files).
+    #[serde(default)]
+    pub kind: crate::plan::PlanKind,
 }
 
 /// A command from the box, answered to `GET /agent/commands`.
@@ -148,6 +153,9 @@ pub struct CommitSnapshot {
     pub catalog: Vec<String>,
     pub source: String,
     pub stats: SnapshotStatsWire,
+    /// The images of an image backup (its plan is an image plan); empty for files.
+    #[serde(default)]
+    pub images: Vec<ImageInfo>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -176,4 +184,7 @@ pub struct SnapshotSummary {
     pub finished: u64,
     pub full: bool,
     pub stats: SnapshotStatsWire,
+    /// The images of an image snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageInfo>,
 }

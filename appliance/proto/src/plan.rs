@@ -6,9 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PlanKind {
+    #[default]
     Files,
     Image,
 }
@@ -40,6 +41,9 @@ pub struct Retention {
 #[serde(deny_unknown_fields)]
 pub struct PlanSettings {
     pub name: String,
+    /// A paused plan is not scheduled (backups can still be started by hand).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
     /// A run starts this many hours after the previous one started.
     pub interval_hours: u32,
     pub window: Window,
@@ -50,6 +54,10 @@ pub struct PlanSettings {
     pub selections: Vec<String>,
     /// Paths or glob patterns left out of file plans.
     pub excludes: Vec<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 /// A stored plan.
@@ -162,6 +170,7 @@ pub fn default_file_plan() -> Plan {
         kind: PlanKind::Files,
         settings: PlanSettings {
             name: "Files".into(),
+            enabled: true,
             interval_hours: 5,
             window: Window {
                 start: "00:00".into(),
@@ -201,6 +210,7 @@ pub fn default_image_plan() -> Plan {
         kind: PlanKind::Image,
         settings: PlanSettings {
             name: "Image".into(),
+            enabled: true,
             interval_hours: 7 * 24,
             window: Window {
                 start: "00:00".into(),

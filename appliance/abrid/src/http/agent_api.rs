@@ -236,6 +236,7 @@ pub fn summary(m: &SnapshotManifest) -> SnapshotSummary {
             reused_files: m.stats.reused_files,
             stored_new_bytes: m.stats.stored_new_bytes,
         },
+        images: m.images.clone(),
     }
 }
 
@@ -262,13 +263,18 @@ async fn commit(
         .iter()
         .map(|d| parse_digest(d))
         .collect::<AppResult<Vec<_>>>()?;
+    // The plan decides what the snapshot is; an image plan must describe its images.
+    let kind = match crate::settings::plan(&app, &req.plan)?.kind {
+        abri_proto::plan::PlanKind::Files => SnapshotKind::Files,
+        abri_proto::plan::PlanKind::Image => SnapshotKind::Image,
+    };
     let mut stats = stats_from_wire(&req.stats);
     stats.stored_new_bytes = app.jobs.take_stored(&m.id);
     let manifest = SnapshotManifest {
         format: 1,
         id: abri_store::new_snapshot_id(std::time::SystemTime::now()),
         machine: m.id.clone(),
-        kind: SnapshotKind::Files,
+        kind,
         plan: req.plan.clone(),
         started: req.started as i64,
         finished: now() as i64,
@@ -277,7 +283,7 @@ async fn commit(
         stats,
         source: req.source.clone(),
         host: m.hostname.clone(),
-        images: Vec::new(),
+        images: req.images.clone(),
     };
     let store = app.store.clone();
     let to_commit = manifest.clone();

@@ -262,7 +262,7 @@ fn schemas() -> Value {
     let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
     let plan_settings = obj(
         json!({
-            "name": s("string"), "interval_hours": s("integer"),
+            "name": s("string"), "enabled": s("boolean"), "interval_hours": s("integer"),
             "window": obj(json!({"start": s("string"), "end": s("string")}), &["start", "end"]),
             "full_every_days": s("integer"),
             "retention": obj(json!({"keep_within_days": s("integer"), "keep_last": s("integer"), "keep_weekly": s("integer"), "keep_monthly": s("integer")}), &["keep_within_days", "keep_last", "keep_weekly", "keep_monthly"]),

@@ -62,7 +62,11 @@ impl Destination for LocalBox {
             format: 1,
             id: id.clone(),
             machine: "m-1".into(),
-            kind: SnapshotKind::Files,
+            kind: if c.images.is_empty() {
+                SnapshotKind::Files
+            } else {
+                SnapshotKind::Image
+            },
             plan: c.plan.clone(),
             started: c.started as i64,
             finished: c.started as i64 + 1,
@@ -71,18 +75,24 @@ impl Destination for LocalBox {
             stats: SnapshotStats::default(),
             source: c.source.clone(),
             host: c.source.clone(),
-            images: Vec::new(),
+            images: c.images.clone(),
         };
         commit_snapshot(&manifest, &self.store)?;
         snaps.push(manifest);
         Ok(SnapshotSummary {
             id,
-            kind: "files".into(),
+            kind: if c.images.is_empty() {
+                "files"
+            } else {
+                "image"
+            }
+            .into(),
             plan: c.plan.clone(),
             started: c.started,
             finished: c.started + 1,
             full: c.full,
             stats: c.stats.clone(),
+            images: c.images.clone(),
         })
     }
 }
@@ -108,6 +118,7 @@ pub fn backup(
             selections: vec!["/".into()],
             excludes: excludes.iter().map(|s| s.to_string()).collect(),
             full,
+            kind: Default::default(),
         },
         root: root.to_path_buf(),
         key: local.store.key().clone(),

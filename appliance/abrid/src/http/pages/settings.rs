@@ -216,6 +216,7 @@ pub struct PlanFields {
     pub id: String,
     pub kind: String,
     pub name: String,
+    pub enabled: bool,
     pub interval_hours: String,
     pub window_start: String,
     pub window_end: String,
@@ -238,6 +239,7 @@ impl From<&Plan> for PlanFields {
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
             name: s.name.clone(),
+            enabled: s.enabled,
             interval_hours: s.interval_hours.to_string(),
             window_start: s.window.start.clone(),
             window_end: s.window.end.clone(),
@@ -287,6 +289,9 @@ pub async fn plan_page(
 pub struct PlanForm {
     csrf: String,
     name: String,
+    /// A checkbox: present (any value) when ticked.
+    #[serde(default)]
+    enabled: Option<String>,
     interval_hours: String,
     window_start: String,
     window_end: String,
@@ -304,6 +309,7 @@ pub struct PlanForm {
 fn plan_settings(form: &PlanForm) -> Result<PlanSettings, AppError> {
     Ok(PlanSettings {
         name: form.name.trim().to_string(),
+        enabled: form.enabled.is_some(),
         interval_hours: number("interval_hours", &form.interval_hours)?,
         window: Window {
             start: form.window_start.trim().to_string(),
@@ -343,6 +349,7 @@ pub async fn save_plan(
                 id,
                 kind,
                 name: form.name,
+                enabled: form.enabled.is_some(),
                 interval_hours: form.interval_hours,
                 window_start: form.window_start,
                 window_end: form.window_end,
@@ -413,6 +420,7 @@ mod tests {
         let form = PlanForm {
             csrf: String::new(),
             name: "Files".into(),
+            enabled: None,
             interval_hours: "x".into(),
             window_start: "00:00".into(),
             window_end: "24:00".into(),
@@ -432,5 +440,11 @@ mod tests {
         };
         let s = plan_settings(&ok).unwrap();
         assert_eq!(s.selections, vec!["/".to_string(), "/home".to_string()]);
+        assert!(!s.enabled, "an unticked box pauses the plan");
+        let ticked = PlanForm {
+            enabled: Some("on".into()),
+            ..ok
+        };
+        assert!(plan_settings(&ticked).unwrap().enabled);
     }
 }

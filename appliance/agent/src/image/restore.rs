@@ -1,0 +1,257 @@
+//! `restore-image`: one image of a snapshot written to a block device or a file.
+//!
+//! The target is checked before anything is written: a device must not be mounted, hold
+//! a mounted partition or be used by another layer, and must be at least as large as the
+//! image; an existing file is replaced only with `--overwrite`. Every chunk is verified
+//! (digest) as it arrives. A file target is created sparse (holes are never written); on
+//! a device, holes are zeroed with BLKZEROOUT so no old data shows through.
+
+use abri_store::{CatalogReader, ChunkSource, Digest, Extent, ImageInfo, segment_path};
+use crossbeam_channel::bounded;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use super::devices;
+use super::ranges::Ranges;
+use crate::progress::Counters;
+
+/// Chunks fetched and written in parallel.
+const WORKERS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageRestoreError {
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the restore was cancelled; the target is incomplete")]
+    Cancelled,
+    #[error("the restore failed, the target is incomplete: {0}")]
+    Failed(String),
+}
+
+/// Where and how.
+#[derive(Debug, Clone)]
+pub struct ImageRestoreOptions {
+    pub target: PathBuf,
+    pub overwrite: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImageRestoreReport {
+    pub image: String,
+    pub size: u64,
+    pub target: PathBuf,
+    pub device: bool,
+    pub chunks: u64,
+    pub bytes_written: u64,
+    pub hole_bytes: u64,
+}
+
+/// Picks the image to restore: the named one, or the only one.
+pub fn choose_image(images: &[ImageInfo], name: Option<&str>) -> Result<ImageInfo, String> {
+    match name {
+        Some(n) => images.iter().find(|i| i.name == n).cloned().ok_or_else(|| {
+            format!(
+                "the snapshot has no image {n:?} (it has: {})",
+                names(images)
+            )
+        }),
+        None if images.len() == 1 => Ok(images[0].clone()),
+        None if images.is_empty() => Err("the snapshot holds no image".into()),
+        None => Err(format!(
+            "the snapshot holds several images; choose one with --image ({})",
+            names(images)
+        )),
+    }
+}
+
+fn names(images: &[ImageInfo]) -> String {
+    images
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks and opens the target; nothing is changed when it is refused.
+fn open_target(
+    info: &ImageInfo,
+    opts: &ImageRestoreOptions,
+) -> Result<(File, bool), ImageRestoreError> {
+    let path = &opts.target;
+    let refuse = |m: String| ImageRestoreError::Refused(m);
+    if devices::is_block_device(path) {
+        if let Some(why) =
+            devices::in_use(path).map_err(|e| refuse(format!("{}: {e}", path.display())))?
+        {
+            return Err(refuse(format!("{}: {why}", path.display())));
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
+        let size = devices::size_of(&file).map_err(|e| refuse(e.to_string()))?;
+        if size < info.size {
+            return Err(refuse(format!(
+                "{} holds {size} bytes, the image needs {}",
+                path.display(),
+                info.size
+            )));
+        }
+        return Ok((file, true));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(refuse(format!(
+                "{} is neither a block device nor a regular file",
+                path.display()
+            )));
+        }
+        Ok(_) if !opts.overwrite => {
+            return Err(refuse(format!(
+                "{} exists; add --overwrite to replace it",
+                path.display()
+            )));
+        }
+        _ => {}
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| refuse(format!("cannot create {}: {e}", path.display())))?;
+    file.set_len(info.size)
+        .map_err(|e| ImageRestoreError::Failed(format!("{}: {e}", path.display())))?;
+    Ok((file, false))
+}
+
+/// Restores `info` from the snapshot whose catalog is `catalog`.
+pub fn run_image_restore<S: ChunkSource + Sync>(
+    source: &S,
+    catalog: Vec<Digest>,
+    info: &ImageInfo,
+    opts: &ImageRestoreOptions,
+    counters: &Counters,
+) -> Result<ImageRestoreReport, ImageRestoreError> {
+    info.validate()
+        .map_err(|e| ImageRestoreError::Failed(e.to_string()))?;
+    let (file, device) = open_target(info, opts)?;
+    let mut report = ImageRestoreReport {
+        image: info.name.clone(),
+        size: info.size,
+        target: opts.target.clone(),
+        device,
+        ..Default::default()
+    };
+    let mut reader = CatalogReader::new(source, catalog);
+    let mut covered: Vec<std::ops::Range<u64>> = Vec::new();
+    let error: Mutex<Option<String>> = Mutex::new(None);
+    counters.set_current(&info.name);
+    for seg in 0..info.segments() {
+        if counters.is_cancelled() {
+            return Err(ImageRestoreError::Cancelled);
+        }
+        let entry = reader
+            .find(&segment_path(&info.name, seg))
+            .map_err(|e| ImageRestoreError::Failed(e.to_string()))?
+            .ok_or_else(|| {
+                ImageRestoreError::Failed(format!("segment {seg} of {} is missing", info.name))
+            })?;
+        let base = seg * info.segment_size;
+        covered.extend(
+            entry
+                .extents
+                .iter()
+                .map(|e| base + e.file_offset..base + e.file_offset + u64::from(e.len)),
+        );
+        write_segment(source, &file, base, &entry.extents, counters, &error)?;
+        report.chunks += entry.extents.len() as u64;
+        counters
+            .bytes_scanned
+            .fetch_add(info.segment_len(seg), Ordering::Relaxed);
+    }
+    report.bytes_written = counters.bytes_read.load(Ordering::Relaxed);
+    let holes = Ranges::from_unsorted(covered).complement(info.size);
+    report.hole_bytes = holes.len_bytes();
+    if device {
+        for r in holes.as_slice() {
+            devices::zero_range(&file, r.start, r.end - r.start).map_err(|e| {
+                ImageRestoreError::Failed(format!("cannot zero {}..{}: {e}", r.start, r.end))
+            })?;
+        }
+    }
+    file.sync_all()
+        .map_err(|e| ImageRestoreError::Failed(format!("{}: {e}", opts.target.display())))?;
+    Ok(report)
+}
+
+/// Fetches, verifies and writes one segment's chunks with [`WORKERS`] threads.
+fn write_segment<S: ChunkSource + Sync>(
+    source: &S,
+    file: &File,
+    base: u64,
+    extents: &[Extent],
+    counters: &Counters,
+    error: &Mutex<Option<String>>,
+) -> Result<(), ImageRestoreError> {
+    let (tx, rx) = bounded::<Extent>(WORKERS * 2);
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            let rx = rx.clone();
+            s.spawn(move || {
+                for e in rx {
+                    let failed = error.lock().map(|e| e.is_some()).unwrap_or(true);
+                    if failed || counters.is_cancelled() {
+                        continue;
+                    }
+                    let result = source
+                        .read_chunk(&e.digest)
+                        .map_err(|err| format!("chunk {}: {err}", e.digest))
+                        .and_then(|data| {
+                            let bytes = data
+                                .get(e.chunk_offset as usize..(e.chunk_offset + e.len) as usize)
+                                .ok_or_else(|| format!("chunk {} is too short", e.digest))?;
+                            file.write_all_at(bytes, base + e.file_offset)
+                                .map_err(|err| format!("write at {}: {err}", base + e.file_offset))
+                        });
+                    match result {
+                        Ok(()) => {
+                            counters
+                                .bytes_read
+                                .fetch_add(u64::from(e.len), Ordering::Relaxed);
+                        }
+                        Err(msg) => {
+                            if let Ok(mut slot) = error.lock()
+                                && slot.is_none()
+                            {
+                                *slot = Some(msg);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        for e in extents {
+            if tx.send(*e).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+    });
+    if counters.is_cancelled() {
+        return Err(ImageRestoreError::Cancelled);
+    }
+    match error.lock().ok().and_then(|e| e.clone()) {
+        Some(msg) => Err(ImageRestoreError::Failed(msg)),
+        None => Ok(()),
+    }
+}
+
+/// Whether `path` names a block device (for the CLI's wording).
+pub fn is_device(path: &Path) -> bool {
+    devices::is_block_device(path)
+}

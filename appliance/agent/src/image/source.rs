@@ -1,0 +1,304 @@
+//! Image sources: what a selection of an image plan names, opened for reading.
+//!
+//! A selection is one of
+//! - `system-disk`: the whole disk holding `/`;
+//! - a block device path (`/dev/sda`, `/dev/nvme0n1p2`, `/dev/mapper/vg-lv`): a logical
+//!   volume is read through an LVM snapshot the agent creates and removes;
+//! - a regular file (a raw disk image; its holes are never read);
+//! - an NBD address, `nbd+unix:///EXPORT?socket=PATH` or `nbd://HOST[:PORT]/EXPORT`, with an
+//!   optional `bitmap=NAME` parameter naming a dirty bitmap the server exports
+//!   (`qemu-nbd -B NAME`): then only changed blocks are read.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::devices;
+use super::lvm::LvmSnapshot;
+use super::ranges::Ranges;
+
+/// Random-access reads from something imaged.
+pub trait BlockSource: Send + Sync {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Fills `buf` from `offset` (the whole of it, or an error).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// The ranges that hold data as far as the source knows (file extents, NBD
+    /// allocation); `None` when it cannot tell (everything may hold data).
+    fn allocated(&self) -> io::Result<Option<Ranges>>;
+    /// The ranges changed since the previous backup (a dirty bitmap), when tracked.
+    fn changed(&self) -> io::Result<Option<Ranges>>;
+    /// How allocation was learnt, for the snapshot's `read` field (`allocated` or `all`).
+    fn allocation_method(&self) -> &'static str;
+}
+
+/// A selection, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    SystemDisk,
+    Path(PathBuf),
+    Nbd {
+        address: String,
+        bitmap: Option<String>,
+    },
+}
+
+impl Selection {
+    pub fn parse(text: &str) -> Result<Selection, String> {
+        let text = text.trim();
+        if text == "system-disk" {
+            return Ok(Selection::SystemDisk);
+        }
+        if text.starts_with("nbd://") || text.starts_with("nbd+unix://") {
+            let (base, query) = text.split_once('?').unwrap_or((text, ""));
+            let mut bitmap = None;
+            let mut kept = Vec::new();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("bitmap", name)) if !name.is_empty() => bitmap = Some(name.to_string()),
+                    _ => kept.push(pair),
+                }
+            }
+            let address = if kept.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            };
+            return Ok(Selection::Nbd { address, bitmap });
+        }
+        if text.starts_with('/') {
+            return Ok(Selection::Path(PathBuf::from(text)));
+        }
+        Err(format!(
+            "image source {text:?}: expected system-disk, an absolute device or file path, or \
+             an nbd:// or nbd+unix:// address"
+        ))
+    }
+}
+
+/// An opened source with its catalog name and what must be undone after the backup.
+pub struct OpenedSource {
+    /// Name of the image in the snapshot.
+    pub name: String,
+    /// The selection as the snapshot records it.
+    pub description: String,
+    pub reader: Box<dyn BlockSource>,
+    /// The LVM snapshot read instead of the live volume (removed on drop).
+    pub lvm: Option<LvmSnapshot>,
+    /// Something the job log should say (e.g. read without a snapshot).
+    pub notes: Vec<String>,
+}
+
+/// Opens a selection.
+pub fn open(selection: &Selection, job_tag: &str) -> io::Result<OpenedSource> {
+    match selection {
+        Selection::SystemDisk => {
+            let disk = devices::system_disk()?;
+            let mut opened = open_path(&disk, job_tag)?;
+            opened.description = format!("system-disk ({})", disk.display());
+            Ok(opened)
+        }
+        Selection::Path(p) => open_path(p, job_tag),
+        Selection::Nbd { address, bitmap } => super::nbd::open(address, bitmap.as_deref()),
+    }
+}
+
+fn open_path(path: &Path, job_tag: &str) -> io::Result<OpenedSource> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let name = name_for_path(path);
+    let mut notes = Vec::new();
+    if meta.is_file() {
+        let file = File::open(path)?;
+        return Ok(OpenedSource {
+            name,
+            description: path.display().to_string(),
+            reader: Box::new(FileSource::new(file, true)?),
+            lvm: None,
+            notes,
+        });
+    }
+    if !devices::is_block_device(path) {
+        return Err(io::Error::other(format!(
+            "{} is neither a block device nor a regular file",
+            path.display()
+        )));
+    }
+    let mut lvm = None;
+    let mut read_path = path.to_path_buf();
+    match LvmSnapshot::create_if_lvm(path, job_tag) {
+        Ok(Some(snap)) => {
+            notes.push(format!(
+                "read {} through the LVM snapshot {}",
+                path.display(),
+                snap.path().display()
+            ));
+            read_path = snap.path().to_path_buf();
+            lvm = Some(snap);
+        }
+        Ok(None) => {}
+        Err(e) => notes.push(format!(
+            "{} is an LVM volume but no snapshot could be made ({e}): read live, without \
+             snapshot",
+            path.display()
+        )),
+    }
+    let file = File::open(&read_path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", read_path.display())))?;
+    Ok(OpenedSource {
+        name,
+        description: path.display().to_string(),
+        reader: Box::new(FileSource::new(file, false)?),
+        lvm,
+        notes,
+    })
+}
+
+/// An image name from a path: `/dev/sda` → `sda`, `/dev/vg0/root` → `vg0-root`,
+/// `/srv/vm/disk.img` → `disk.img`.
+pub fn name_for_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let raw = if let Some(rest) = text.strip_prefix("/dev/mapper/") {
+        rest.to_string()
+    } else if let Some(rest) = text.strip_prefix("/dev/") {
+        rest.replace('/', "-")
+    } else {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into())
+    };
+    sanitize_name(&raw)
+}
+
+/// Keeps `A-Z a-z 0-9 . _ -`, replaces the rest with `_`, never starts with '.', 1–64 long.
+pub fn sanitize_name(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while s.starts_with('.') {
+        s.remove(0);
+    }
+    s.truncate(60);
+    if s.is_empty() { "image".into() } else { s }
+}
+
+/// A regular file or a block device.
+pub struct FileSource {
+    file: File,
+    size: u64,
+    regular: bool,
+}
+
+impl FileSource {
+    pub fn new(file: File, regular: bool) -> io::Result<Self> {
+        let size = devices::size_of(&file)?;
+        Ok(FileSource {
+            file,
+            size,
+            regular,
+        })
+    }
+}
+
+impl BlockSource for FileSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn allocated(&self) -> io::Result<Option<Ranges>> {
+        if !self.regular {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Some((start, end)) =
+            crate::platform::next_data_region(&self.file, pos, self.size)?
+        {
+            out.push(start..end);
+            pos = end;
+        }
+        Ok(Some(Ranges::from_unsorted(out)))
+    }
+
+    fn changed(&self) -> io::Result<Option<Ranges>> {
+        Ok(None)
+    }
+
+    fn allocation_method(&self) -> &'static str {
+        if self.regular { "allocated" } else { "all" }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_parse() {
+        assert_eq!(
+            Selection::parse("system-disk").unwrap(),
+            Selection::SystemDisk
+        );
+        assert_eq!(
+            Selection::parse("/dev/sda").unwrap(),
+            Selection::Path("/dev/sda".into())
+        );
+        assert_eq!(
+            Selection::parse("nbd+unix:///vm1?socket=/run/vm1.sock&bitmap=b0").unwrap(),
+            Selection::Nbd {
+                address: "nbd+unix:///vm1?socket=/run/vm1.sock".into(),
+                bitmap: Some("b0".into())
+            }
+        );
+        assert_eq!(
+            Selection::parse("nbd://10.0.0.2/disk").unwrap(),
+            Selection::Nbd {
+                address: "nbd://10.0.0.2/disk".into(),
+                bitmap: None
+            }
+        );
+        for bad in ["", "sda", "C:\\", "http://x"] {
+            assert!(Selection::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_come_from_paths() {
+        assert_eq!(name_for_path(Path::new("/dev/sda")), "sda");
+        assert_eq!(name_for_path(Path::new("/dev/vg0/root")), "vg0-root");
+        assert_eq!(name_for_path(Path::new("/dev/mapper/vg0-root")), "vg0-root");
+        assert_eq!(name_for_path(Path::new("/srv/vm/disk 1.img")), "disk_1.img");
+        assert_eq!(name_for_path(Path::new("/srv/.hidden")), "hidden");
+        abri_store::validate_image_name(&name_for_path(Path::new("/x/é.img"))).unwrap();
+    }
+
+    #[test]
+    fn a_sparse_file_reports_its_data_regions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.img");
+        let f = File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[7u8; 4096], 3 << 20).unwrap();
+        f.sync_all().unwrap();
+        let src = FileSource::new(File::open(&p).unwrap(), true).unwrap();
+        assert_eq!(src.size(), 8 << 20);
+        let alloc = src.allocated().unwrap().unwrap();
+        assert!(alloc.len_bytes() < 1 << 20, "{alloc:?}");
+        assert!(alloc.cursor().touches(3 << 20, (3 << 20) + 4096));
+        let mut buf = [0u8; 4];
+        src.read_at(3 << 20, &mut buf).unwrap();
+        assert_eq!(buf, [7; 4]);
+    }
+}
