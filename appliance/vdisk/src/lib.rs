@@ -33,8 +33,8 @@
 //! # Memory
 //!
 //! A plan holds one bit per guest cluster: `virtual_size / cluster_size / 8` bytes, 4 MiB
-//! for a 2 TiB disk in the default 64 KiB clusters. Writing adds one cluster buffer for
-//! metadata and one for data (128 KiB at 64 KiB clusters): every table is computed as it is
+//! for a 2 TiB disk in the default 64 KiB clusters. Writing adds one cluster buffer (64 KiB by
+//! default), first for the metadata, then for the data: every table is computed as it is
 //! written, one cluster at a time.
 //!
 //! ```
