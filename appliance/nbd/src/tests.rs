@@ -312,6 +312,14 @@ fn malformed_read_replies() -> Vec<(&'static str, Server)> {
     add("overlapping chunks", &|s| {
         s.data(1, 0, &[0; 100], MORE).hole(1, 50, 4046, DONE);
     });
+    add(
+        "an overlap hiding a gap (the byte count alone would match)",
+        &|s| {
+            s.data(1, 0, &[0; 2048], MORE)
+                .data(1, 1024, &[0; 2048], MORE)
+                .hole(1, 3072, 1024, DONE);
+        },
+    );
     add("success without covering everything", &|s| {
         s.data(1, 0, &[0; 4000], DONE);
     });
