@@ -56,17 +56,25 @@ impl Wire {
     }
 
     fn io_error(&self, during: &'static str, source: io::Error) -> NbdError {
-        if source.kind() == ErrorKind::UnexpectedEof {
-            NbdError::ServerClosed {
+        match source.kind() {
+            ErrorKind::UnexpectedEof => NbdError::ServerClosed {
                 target: self.target.clone(),
                 during,
-            }
-        } else {
-            NbdError::Io {
+            },
+            // What a socket timeout looks like on Unix; say it plainly.
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => NbdError::Io {
+                target: self.target.clone(),
+                during,
+                source: io::Error::new(
+                    ErrorKind::TimedOut,
+                    "the server did not answer within the I/O timeout",
+                ),
+            },
+            _ => NbdError::Io {
                 target: self.target.clone(),
                 during,
                 source,
-            }
+            },
         }
     }
 

@@ -1,6 +1,6 @@
-//! A server that hangs up mid-reply, over a real Unix socket: a minimal hand-written
-//! server (qemu-nbd cannot be made to do this on purpose) that negotiates properly, then
-//! sends part of a reply and closes.
+//! A server that hangs up mid-reply or falls silent, over a real Unix socket: a minimal
+//! hand-written server (qemu-nbd cannot be made to do this on purpose) that negotiates
+//! properly, then sends part of a reply and closes, or nothing at all.
 
 mod common;
 
@@ -131,4 +131,39 @@ fn server_closing_before_the_last_chunk() {
         s.write_all(&out).unwrap();
     });
     assert!(matches!(err, NbdError::ServerClosed { .. }), "{err}");
+}
+
+#[test]
+fn a_silent_server_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    // Negotiates, takes the read request, then says nothing until the client leaves.
+    let server = serve(listener, |s, _| {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let options = abri_nbd::ConnectOptions {
+        io_timeout: Some(std::time::Duration::from_millis(300)),
+        ..options(&[])
+    };
+    let mut client =
+        abri_nbd::Client::connect_with(&Address::unix(&socket, "disk"), &options).unwrap();
+    let mut buf = [0u8; 512];
+    let err = client.read_at(0, &mut buf).unwrap_err();
+    assert!(matches!(err, NbdError::Io { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("did not answer within the I/O timeout"),
+        "{err}"
+    );
+    drop(client);
+    server.join().unwrap();
+}
+
+#[test]
+fn clients_can_move_to_worker_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<abri_nbd::Client>();
+    assert_send::<NbdError>();
 }
