@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,60 @@ def im(active_box, tmp_path, request):
         kill_group(p)
     for a in env.agents:
         a.stop_service()
+
+
+class QemuNbd:
+    """`qemu-nbd` serving one disk file read-only on a Unix socket, as a hypervisor would."""
+
+    def __init__(self, disk: Path, sock: Path, export: str = "vm1", fmt: str = "qcow2",
+                 bitmap: str | None = None):
+        need("qemu-nbd")
+        self.sock = sock
+        self.export = export
+        argv = ["qemu-nbd", "--socket", str(sock), "--export-name", export, "--format", fmt,
+                "--read-only", "--persistent", "--shared", "4"]
+        if bitmap:
+            argv += ["--bitmap", bitmap]
+        argv.append(str(disk))
+        if sock.exists():
+            sock.unlink()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        for _ in range(200):
+            if sock.exists():
+                break
+            if self.proc.poll() is not None:
+                raise AssertionError(f"qemu-nbd exited: {self.proc.stderr.read()!r}")
+            time.sleep(0.05)
+        else:
+            raise AssertionError("qemu-nbd did not create its socket")
+
+    def uri(self, bitmap: str | None = None) -> str:
+        u = f"nbd+unix:///{self.export}?socket={self.sock}"
+        return u + (f"&bitmap={bitmap}" if bitmap else "")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def qemu_io(disk: Path, *commands: str, fmt: str = "qcow2") -> None:
+    argv = ["qemu-io", "-f", fmt]
+    for c in commands:
+        argv += ["-c", c]
+    sh(*argv, disk)
+
+
+def qemu_compare(a: Path, b: Path) -> None:
+    sh("qemu-img", "compare", a, b)

@@ -20,6 +20,7 @@ mod schedule;
 mod secrets;
 mod settings;
 mod snapshot_files;
+mod snapshot_images;
 mod state;
 mod throttle;
 mod tls;

@@ -58,6 +58,10 @@ pub fn routes() -> Router<Arc<App>> {
             "/machines/{id}/snapshots/{snapshot}/download",
             get(snapshot_download),
         )
+        .route(
+            "/machines/{id}/snapshots/{snapshot}/images/{image}/download",
+            get(image_download),
+        )
         .route("/maintenance", get(last_upkeep))
         .route("/maintenance/run", post(run_upkeep))
         .route("/maintenance/verify", post(verify_store))
@@ -556,6 +560,53 @@ async fn snapshot_tree(
     let items =
         blocking(move || crate::snapshot_files::list_dir(&store, manifest.catalog, &dir)).await?;
     Ok(Json(items))
+}
+
+#[derive(Deserialize)]
+struct ImageDownloadQuery {
+    /// `raw` (default) or `qcow2`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Streams one image of an image snapshot as a raw disk image or as qcow2.
+async fn image_download(
+    State(app): AppState,
+    _user: ApiUser,
+    Path((id, snapshot, image)): Path<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ImageDownloadQuery>,
+) -> AppResult<Response> {
+    use crate::snapshot_images::{ImageFormat, download_len, image_of, write_image};
+    let format = ImageFormat::parse(q.format.as_deref().unwrap_or("raw"))?;
+    let manifest = crate::backups::machine_snapshot(&app, &id, &snapshot)?;
+    let info = image_of(&manifest, &image)?;
+    let store = app.store.clone();
+    let (catalog, i) = (manifest.catalog.clone(), info.clone());
+    let len = blocking(move || download_len(&store, &catalog, &i, format)).await?;
+    let store = app.store.clone();
+    let catalog = manifest.catalog.clone();
+    let body = crate::snapshot_files::streamed_body(move |out| {
+        write_image(store, catalog, &info, format, out)
+    });
+    let name = format!(
+        "{}-{}-{}.{}",
+        manifest.host.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+        manifest.id,
+        image,
+        format.extension()
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
