@@ -12,7 +12,7 @@ use crate::source::ReadAt;
 const ROOT_INODE: u32 = 2;
 const INCOMPAT_COMPRESSION: u32 = 0x1;
 /// Directories larger than this are refused rather than read into memory.
-const MAX_DIR_BYTES: u64 = 1 << 32;
+const MAX_DIR_BYTES: u64 = 256 << 20;
 /// Link targets longer than this are refused (Linux's own limit is 4 KiB).
 const MAX_LINK_BYTES: u64 = 64 * 1024;
 

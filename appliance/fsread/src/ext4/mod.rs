@@ -197,6 +197,17 @@ impl Superblock {
         self.first_data_block + group * self.blocks_per_group
     }
 
+    /// Where a group's superblock copy (if any) sits. Group 0's superblock is always at
+    /// byte 1024: block 1 with 1 KiB blocks, even with bigalloc, whose first data block is
+    /// 0 (e2fsprogs special-cases the same).
+    fn group_super_block(&self, group: u64) -> u64 {
+        if group == 0 {
+            u64::from(self.block_size == 1024)
+        } else {
+            self.group_first_block(group)
+        }
+    }
+
     /// Whether a group holds a backup superblock (and, without meta_bg, a GDT copy).
     fn has_super(&self, group: u64) -> bool {
         if group == 0 {
@@ -226,14 +237,14 @@ impl Superblock {
         let per_block = self.descs_per_block();
         let desc_block = group / per_block;
         let offset = (group % per_block) * self.desc_size;
-        let gdt_start = self.first_data_block + 1;
+        let gdt_start = self.group_super_block(0) + 1;
         if !self.has_incompat(INCOMPAT_META_BG) || desc_block < self.first_meta_bg {
             return (gdt_start + desc_block, offset);
         }
         // meta_bg: each meta group's descriptor block sits in its first group, after the
         // backup superblock if that group has one.
         let first_group = desc_block * per_block;
-        let block = self.group_first_block(first_group) + u64::from(self.has_super(first_group));
+        let block = self.group_super_block(first_group) + u64::from(self.has_super(first_group));
         (block, offset)
     }
 
@@ -241,7 +252,7 @@ impl Superblock {
     /// (first block, count) runs. This is what a BLOCK_UNINIT group's bitmap implies.
     fn base_metadata(&self, group: u64) -> Vec<(u64, u64)> {
         let mut runs = Vec::new();
-        let first = self.group_first_block(group);
+        let first = self.group_super_block(group);
         let has_super = self.has_super(group);
         if has_super {
             runs.push((first, 1 + self.old_desc_blocks()));

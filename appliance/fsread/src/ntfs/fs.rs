@@ -16,7 +16,11 @@ use crate::source::{Cursor, ReadAt};
 /// Records below this number are the volume's metadata files ($MFT ... $Extend and the
 /// reserved ones); they are neither listed nor reachable by path.
 const FIRST_USER_RECORD: u64 = 24;
+const FILE_ATTRIBUTE_SYSTEM: u32 = 0x4;
 const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
+/// Interix (Services for Unix) symlinks, which ntfs-3g writes for targets that do not
+/// exist: a system file holding this magic and the UTF-16 target.
+const INTERIX_LINK_MAGIC: &[u8; 8] = b"IntxLNK\x01";
 /// Reparse tags whose "name surrogate" bit is set point at another name: links.
 const TAG_NAME_SURROGATE: u32 = 0x2000_0000;
 const TAG_MOUNT_POINT: u32 = 0xA000_0003;
@@ -103,7 +107,7 @@ impl NtfsFs {
         } else {
             None
         };
-        let kind = match reparse_tag {
+        let mut kind = match reparse_tag {
             Some(tag) if tag & TAG_NAME_SURROGATE != 0 => EntryKind::Symlink,
             _ if file.is_directory() => EntryKind::Dir,
             _ => EntryKind::File,
@@ -120,6 +124,17 @@ impl NtfsFs {
             },
             _ => 0,
         };
+        if kind == EntryKind::File
+            && attributes & FILE_ATTRIBUTE_SYSTEM != 0
+            && (8..=MAX_REPARSE_BYTES).contains(&size)
+        {
+            let mut magic = [0u8; 8];
+            if read_data(c, file, 0, &mut magic).map_err(|e| Error::ntfs(context(), e))? == 8
+                && &magic == INTERIX_LINK_MAGIC
+            {
+                kind = EntryKind::Symlink;
+            }
+        }
         Ok(Facts {
             entry: FsEntry {
                 raw_name: name.clone().into_bytes(),
@@ -253,9 +268,21 @@ impl FileSystem for NtfsFs {
         if facts.entry.kind != EntryKind::Symlink {
             return Err(Error::NotASymlink { path: show(path) });
         }
-        let data = self
-            .reparse_data(&mut self.cursor(), &file)?
-            .unwrap_or_default();
+        let mut c = self.cursor();
+        if facts.reparse_tag.is_none() {
+            // An Interix link: the target follows the magic as UTF-16.
+            let mut data = vec![0u8; facts.entry.size as usize];
+            let n =
+                read_data(&mut c, &file, 0, &mut data).map_err(|e| Error::ntfs(show(path), e))?;
+            let units: Vec<u16> = data[..n]
+                .get(8..)
+                .unwrap_or(&[])
+                .chunks_exact(2)
+                .map(|u| u16::from_le_bytes([u[0], u[1]]))
+                .collect();
+            return Ok(String::from_utf16_lossy(&units).into_bytes());
+        }
+        let data = self.reparse_data(&mut c, &file)?.unwrap_or_default();
         link_target(&data).ok_or_else(|| Error::Unsupported {
             path: show(path),
             what: format!("reparse tag {:#010x}", facts.reparse_tag.unwrap_or(0)),
@@ -312,27 +339,37 @@ impl FsFile for NtfsOpenFile<'_> {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let err = |e: ntfs::NtfsError| Error::ntfs(self.path.clone(), e);
         let mut c = self.fs.cursor();
-        let Some(item) = self.file.data(&mut c, "") else {
-            return Ok(0);
-        };
-        let item = item.map_err(err)?;
-        let attribute = item.to_attribute().map_err(err)?;
-        let mut value = attribute.value(&mut c).map_err(err)?;
-        if offset >= value.len() || buf.is_empty() {
-            return Ok(0);
-        }
-        value.seek(&mut c, SeekFrom::Start(offset)).map_err(err)?;
-        let want = (value.len() - offset).min(buf.len() as u64) as usize;
-        let mut done = 0;
-        while done < want {
-            let n = value.read(&mut c, &mut buf[done..want]).map_err(err)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(done)
+        read_data(&mut c, &self.file, offset, buf).map_err(|e| Error::ntfs(self.path.clone(), e))
     }
+}
+
+/// Reads a file's unnamed data stream from `offset`; fewer bytes only at its end. Sparse
+/// runs read as zeros.
+fn read_data(
+    c: &mut Cursor<'_>,
+    file: &NtfsFile<'_>,
+    offset: u64,
+    buf: &mut [u8],
+) -> std::result::Result<usize, ntfs::NtfsError> {
+    let Some(item) = file.data(c, "") else {
+        return Ok(0);
+    };
+    let item = item?;
+    let attribute = item.to_attribute()?;
+    let mut value = attribute.value(c)?;
+    if offset >= value.len() || buf.is_empty() {
+        return Ok(0);
+    }
+    value.seek(c, SeekFrom::Start(offset))?;
+    let want = (value.len() - offset).min(buf.len() as u64) as usize;
+    let mut done = 0;
+    while done < want {
+        let n = value.read(c, &mut buf[done..want])?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
 }
