@@ -108,9 +108,9 @@ impl Ext4 {
             mode: Some(u32::from(inode.mode)),
             uid: Some(inode.uid),
             gid: Some(inode.gid),
-            mtime_ns: Some(inode.mtime_ns),
-            ctime_ns: Some(inode.ctime_ns),
-            atime_ns: Some(inode.atime_ns),
+            mtime_ns: inode.mtime_ns,
+            ctime_ns: inode.ctime_ns,
+            atime_ns: inode.atime_ns,
             btime_ns: inode.btime_ns,
             ntfs_attributes: None,
         }

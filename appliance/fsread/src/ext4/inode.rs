@@ -26,9 +26,9 @@ pub(crate) struct Inode {
     pub(crate) size: u64,
     pub(crate) links: u16,
     pub(crate) flags: u32,
-    pub(crate) atime_ns: i64,
-    pub(crate) ctime_ns: i64,
-    pub(crate) mtime_ns: i64,
+    pub(crate) atime_ns: Option<i64>,
+    pub(crate) ctime_ns: Option<i64>,
+    pub(crate) mtime_ns: Option<i64>,
     pub(crate) btime_ns: Option<i64>,
     /// The 60-byte `i_block` area: extent root, block pointers, fast link or inline data.
     pub(crate) i_block: [u8; 60],
@@ -64,15 +64,20 @@ impl Inode {
         };
         // An extra field exists when the extra area (starting at 0x80) covers it.
         let has = |end: usize| raw.len() > 128 && 0x80 + extra_isize >= end;
-        let time = |lo_at: usize, extra_at: usize| {
+        // Seconds may reach 2^34 with the epoch bits: past i64 nanoseconds (year 2262)
+        // the time is reported as unknown rather than wrapped.
+        let time = |lo_at: usize, extra_at: usize| -> Option<i64> {
             let secs = i64::from(le32(raw, lo_at) as i32);
-            if has(extra_at + 4) {
+            let (secs, nanos) = if has(extra_at + 4) {
                 let extra = le32(raw, extra_at);
-                let secs = secs + (i64::from(extra & 3) << 32);
-                secs * 1_000_000_000 + i64::from(extra >> 2).min(999_999_999)
+                (
+                    secs + (i64::from(extra & 3) << 32),
+                    i64::from(extra >> 2).min(999_999_999),
+                )
             } else {
-                secs * 1_000_000_000
-            }
+                (secs, 0)
+            };
+            secs.checked_mul(1_000_000_000)?.checked_add(nanos)
         };
         let mut i_block = [0u8; 60];
         i_block.copy_from_slice(&raw[0x28..0x64]);
@@ -87,7 +92,7 @@ impl Inode {
             atime_ns: time(0x8, 0x8C),
             ctime_ns: time(0xC, 0x84),
             mtime_ns: time(0x10, 0x88),
-            btime_ns: has(0x98).then(|| time(0x90, 0x94)),
+            btime_ns: if has(0x98) { time(0x90, 0x94) } else { None },
             i_block,
             extra: raw.get(0x80 + extra_isize..).unwrap_or(&[]).to_vec(),
         }
