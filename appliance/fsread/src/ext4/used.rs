@@ -43,7 +43,16 @@ pub(crate) fn used_ranges(src: &dyn ReadAt) -> Result<Vec<Range<u64>>> {
             read_exact(src, desc.block_bitmap * bs, &mut bitmap)?;
             let clusters = sb.clusters_per_group as usize;
             let mut run_start: Option<usize> = None;
-            for bit in 0..=clusters {
+            let mut bit = 0usize;
+            while bit <= clusters {
+                // Whole bytes that neither start nor end a run are skipped at once.
+                if bit.is_multiple_of(8) && bit + 8 <= clusters {
+                    let byte = bitmap[bit / 8];
+                    if (byte == 0 && run_start.is_none()) || (byte == 0xFF && run_start.is_some()) {
+                        bit += 8;
+                        continue;
+                    }
+                }
                 let set = bit < clusters && bitmap[bit / 8] & (1 << (bit % 8)) != 0;
                 match (set, run_start) {
                     (true, None) => run_start = Some(bit),
@@ -55,6 +64,7 @@ pub(crate) fn used_ranges(src: &dyn ReadAt) -> Result<Vec<Range<u64>>> {
                     }
                     _ => {}
                 }
+                bit += 1;
             }
         }
         used.add(desc.block_bitmap * bs, (desc.block_bitmap + 1) * bs);

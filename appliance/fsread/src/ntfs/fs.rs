@@ -28,6 +28,8 @@ const TAG_SYMLINK: u32 = 0xA000_000C;
 const TAG_LX_SYMLINK: u32 = 0xA000_001D;
 const TAG_DEDUP: u32 = 0x8000_0013;
 const TAG_WOF: u32 = 0x8000_0017;
+/// A listing stops with an error past this many entries (a damaged index could loop).
+const MAX_DIR_ENTRIES: usize = 10_000_000;
 /// Windows caps reparse data at 16 KiB.
 const MAX_REPARSE_BYTES: u64 = 16 * 1024;
 /// 1601-01-01 to 1970-01-01 in 100 ns ticks.
@@ -244,6 +246,12 @@ impl FileSystem for NtfsFs {
         let mut out = Vec::new();
         while let Some(entry) = entries.next(&mut c) {
             let entry = entry.map_err(err)?;
+            if out.len() >= MAX_DIR_ENTRIES {
+                return Err(Error::corrupt(
+                    "NTFS directory index",
+                    format!("{}: more than {MAX_DIR_ENTRIES} entries", show(path)),
+                ));
+            }
             if entry.file_reference().file_record_number() < FIRST_USER_RECORD {
                 continue;
             }
