@@ -119,7 +119,12 @@ fn fill(store: &ChunkStore, e: &Extent, out: &mut [u8]) -> io::Result<()> {
 }
 
 /// Bytes of the download.
-pub fn download_len(store: &ChunkStore, catalog: &[Digest], info: &ImageInfo, format: ImageFormat) -> AppResult<u64> {
+pub fn download_len(
+    store: &ChunkStore,
+    catalog: &[Digest],
+    info: &ImageInfo,
+    format: ImageFormat,
+) -> AppResult<u64> {
     match format {
         ImageFormat::Raw => Ok(info.size),
         ImageFormat::Qcow2 => Ok(qcow2_plan(store, catalog, info)?.total_len()),
@@ -139,7 +144,11 @@ fn cluster_bits(info: &ImageInfo) -> AppResult<u32> {
 }
 
 /// The qcow2 layout: one cluster per stored chunk.
-fn qcow2_plan(store: &ChunkStore, catalog: &[Digest], info: &ImageInfo) -> AppResult<abri_vdisk::Qcow2Plan> {
+fn qcow2_plan(
+    store: &ChunkStore,
+    catalog: &[Digest],
+    info: &ImageInfo,
+) -> AppResult<abri_vdisk::Qcow2Plan> {
     let bits = cluster_bits(info)?;
     let mut slots = Slots::new(store, catalog.to_vec(), info);
     let mut allocated = Vec::new();

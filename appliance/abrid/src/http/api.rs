@@ -590,7 +590,9 @@ async fn image_download(
     });
     let name = format!(
         "{}-{}-{}.{}",
-        manifest.host.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+        manifest
+            .host
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
         manifest.id,
         image,
         format.extension()

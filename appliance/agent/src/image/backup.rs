@@ -222,7 +222,9 @@ impl Reader<'_> {
                 .map_err(|e| fail(&src.description, e))?;
             let mut read = Vec::new();
             let mut map = Ranges::all(size);
-            if let Some(u) = &used {
+            if let Some(u) = &used
+                && u.len_bytes() < size
+            {
                 map = map.intersect(u);
                 read.push("used-blocks");
             }

@@ -1,0 +1,110 @@
+"""A partitioned disk (GPT, ext4 + NTFS) imaged used-blocks-only: free blocks that still
+hold deleted data are neither read nor kept, the partition table and volumes are recorded,
+the restored disk's file systems check clean and hold the same files, and the console's
+raw and qcow2 downloads equal the restored disk."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+
+from filemode_support import verify_store
+from imagemode_support import (KiB, MiB, im, image_backup, make_ext4, make_tree,  # noqa: F401
+                               need, qemu_compare, restore_image, sh, sha256)
+
+PART = 40 * MiB
+P1 = 1 * MiB
+P2 = P1 + PART
+
+
+def build_disk(tmp):
+    tree = tmp / "tree"
+    make_tree(tree, seed=9, files=30)
+    junk = tree / "junk"
+    junk.mkdir()
+    (junk / "big.bin").write_bytes(random.Random(3).randbytes(12 * MiB))
+    ext4 = tmp / "p1.ext4"
+    make_ext4(ext4, tree, PART // MiB)
+    # deleted data stays in the free blocks of the file system
+    sh("debugfs", "-w", "-R", "rm /junk/big.bin", ext4)
+    need("mkntfs")
+    ntfs = tmp / "p2.ntfs"
+    sh("truncate", "-s", str(PART), ntfs)
+    sh("mkntfs", "-Q", "-F", "-L", "winvol", ntfs)
+    doc = tmp / "report.txt"
+    doc.write_bytes(b"quarterly numbers\n" * 5000)
+    sh("ntfscp", ntfs, doc, "report.txt")
+    disk = tmp / "disk.img"
+    sh("truncate", "-s", str(96 * MiB), disk)
+    layout = (f"label: gpt\nstart={P1 // 512}, size={PART // 512}, type=L, name=linux\n"
+              f"start={P2 // 512}, size={PART // 512}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7,"
+              f" name=windows\n")
+    sh("sfdisk", "--quiet", disk, input=layout)
+    for part, off in ((ext4, P1), (ntfs, P2)):
+        sh("dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={off // MiB}", "conv=notrunc,sparse",
+           "status=none")
+    return disk, tree, doc
+
+
+def extract(disk, offset, size, out):
+    sh("dd", f"if={disk}", f"of={out}", "bs=1M", f"skip={offset // MiB}",
+       f"count={size // MiB}", "status=none")
+
+
+def test_partitioned_disk_used_blocks_only(im):
+    disk, tree, doc = build_disk(im.tmp)
+    im.image_plan(disk)
+    agent = im.agent()
+    report = image_backup(agent)
+    info = report["snapshot"]["images"][0]
+    assert info["table"] == "gpt", info
+    assert "used-blocks" in info["read"], info
+    vols = {v["number"]: v for v in info["volumes"]}
+    assert vols[1]["fs"] == "ext4" and vols[2]["fs"] == "ntfs", vols
+    assert vols[1]["start"] == P1 and vols[2]["size"] == PART, vols
+    assert vols[2]["label"] == "windows", vols
+    # the 12 MiB of deleted data are free blocks: not read, not sent
+    assert vols[1]["used_bytes"] < PART - 12 * MiB, vols
+    assert report["bytes_read"] < 20 * MiB, report
+
+    out = im.tmp / "restored.img"
+    restore_image(agent, report["snapshot"]["id"], out)
+    p1, p2 = im.tmp / "r1.ext4", im.tmp / "r2.ntfs"
+    extract(out, P1, PART, p1)
+    extract(out, P2, PART, p2)
+    sh("e2fsck", "-fn", p1)
+    got = sh("debugfs", "-R", "cat /dir1/sub1/file1.bin", p1).stdout
+    assert got.encode() == (tree / "dir1" / "sub1" / "file1.bin").read_bytes()
+    sh("ntfsfix", "-n", p2)
+    copied = im.tmp / "report.out"
+    with open(copied, "wb") as f:
+        subprocess.run(["ntfscat", str(p2), "report.txt"], stdout=f, check=True, timeout=60)
+    assert copied.read_bytes() == doc.read_bytes()
+    # the partition table came back as it was
+    assert sh("sfdisk", "--dump", out).stdout.replace(str(out), "X") == \
+        sh("sfdisk", "--dump", disk).stdout.replace(str(disk), "X")
+
+    # the console's downloads: raw equals the restored disk; qcow2 holds the same bytes
+    base = (f"machines/{agent.machine_id}/snapshots/{report['snapshot']['id']}"
+            f"/images/{info['name']}/download")
+    raw = im.tmp / "download.img"
+    r = im.api.get(base, stream=True)
+    assert r.status_code == 200, r.text
+    assert int(r.headers["content-length"]) == info["size"]
+    with open(raw, "wb") as f:
+        for block in r.iter_content(1 << 20):
+            f.write(block)
+    assert sha256(raw) == sha256(out)
+    q = im.tmp / "download.qcow2"
+    r = im.api.get(base + "?format=qcow2", stream=True)
+    assert r.status_code == 200, r.text
+    with open(q, "wb") as f:
+        for block in r.iter_content(1 << 20):
+            f.write(block)
+    assert q.stat().st_size == int(r.headers["content-length"])
+    sh("qemu-img", "check", q)
+    qemu_compare(q, out)
+    assert q.stat().st_size < 30 * MiB, "only stored clusters are in the qcow2"
+    r = im.api.get(base + "?format=vhd")
+    assert r.status_code == 422 and r.json()["error"] == "invalid", r.text
+    verify_store(im.box)
