@@ -5,7 +5,9 @@ raw and qcow2 downloads equal the restored disk."""
 
 from __future__ import annotations
 
+import io
 import random
+import tarfile
 import subprocess
 
 from filemode_support import verify_store
@@ -108,3 +110,53 @@ def test_partitioned_disk_used_blocks_only(im):
     r = im.api.get(base + "?format=vhd")
     assert r.status_code == 422 and r.json()["error"] == "invalid", r.text
     verify_store(im.box)
+
+
+def test_files_inside_an_image_are_browsed_and_downloaded(im):
+    disk, tree, doc = build_disk(im.tmp)
+    im.image_plan(disk)
+    agent = im.agent()
+    report = image_backup(agent)
+    sid, name = report["snapshot"]["id"], report["snapshot"]["images"][0]["name"]
+    vol = f"machines/{agent.machine_id}/snapshots/{sid}/images/{name}/volumes"
+
+    # ext4 (volume 1): the tree as it was, deleted files gone
+    r = im.api.get(f"{vol}/1/files", params={"path": "/"})
+    assert r.status_code == 200, r.text
+    names = {i["name"]: i for i in r.json()}
+    assert {"notes.txt", "dir1", "junk"} <= set(names), names
+    assert names["dir1"]["kind"] == "dir" and names["notes.txt"]["kind"] == "file"
+    r = im.api.get(f"{vol}/1/files", params={"path": "/junk"})
+    assert r.json() == [], "the deleted file is not listed"
+    want = (tree / "dir3" / "sub0" / "file3.bin").read_bytes()
+    r = im.api.get(f"{vol}/1/download", params={"path": "/dir3/sub0/file3.bin"})
+    assert r.status_code == 200 and r.content == want, r.status_code
+    assert int(r.headers["content-length"]) == len(want)
+    # a folder as .tar.gz
+    r = im.api.get(f"{vol}/1/download", params={"path": "/dir3"})
+    assert r.status_code == 200, r.text
+    with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert tar.extractfile(members["dir3/sub0/file3.bin"]).read() == want
+        expected = {str(p.relative_to(tree)) for p in (tree / "dir3").rglob("*") if p.is_file()}
+        assert {n for n, m in members.items() if m.isfile()} == expected
+
+    # NTFS (volume 2)
+    r = im.api.get(f"{vol}/2/files", params={"path": "/"})
+    assert [i["name"] for i in r.json()] == ["report.txt"], r.text
+    r = im.api.get(f"{vol}/2/download", params={"path": "/report.txt"})
+    assert r.content == doc.read_bytes()
+
+    # bad input: unclean paths, missing files and volumes are refused cleanly
+    assert im.api.get(f"{vol}/1/files", params={"path": "/../etc"}).status_code == 422
+    assert im.api.get(f"{vol}/1/download", params={"path": "/nope"}).status_code == 404
+    assert im.api.get(f"{vol}/7/files").status_code == 404
+
+    # the console pages show the image, its volumes and the files
+    page = im.api.http.get(f"{im.box.base}/machines/{agent.machine_id}/snapshots/{sid}",
+                           verify=str(im.box.ca_pem), timeout=30)
+    assert page.status_code == 200
+    assert 'class="volume-row" data-volume="2"' in page.text and "ntfs" in page.text
+    page = im.api.http.get(f"{im.box.base}/{vol.replace('machines/', 'machines/', 1)}/1",
+                           params={"path": "dir3/sub0"}, verify=str(im.box.ca_pem), timeout=30)
+    assert page.status_code == 200 and "file3.bin" in page.text, page.status_code

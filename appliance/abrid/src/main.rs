@@ -12,6 +12,7 @@ mod cli;
 mod errors;
 mod http;
 mod identity;
+mod image_browse;
 mod jobs;
 mod machines;
 mod mailer;

@@ -66,6 +66,10 @@ pub fn routes() -> Router<Arc<App>> {
             "/machines/{id}/snapshots/{snapshot}/restore",
             post(machines::restore),
         )
+        .route(
+            "/machines/{id}/snapshots/{snapshot}/images/{image}/volumes/{volume}",
+            get(machines::volume_page),
+        )
         .route("/jobs/{id}/cancel", post(machines::cancel_job))
         .route("/ca.pem", get(ca_certificate))
         .route("/static/abri.css", get(stylesheet))
