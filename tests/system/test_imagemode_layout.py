@@ -10,7 +10,7 @@ import random
 import tarfile
 import subprocess
 
-from filemode_support import verify_store
+from filemode_support import verify_store, wait_job_end
 from imagemode_support import (KiB, MiB, im, image_backup, make_ext4, make_tree,  # noqa: F401
                                need, qemu_compare, restore_image, sh, sha256)
 
@@ -160,3 +160,45 @@ def test_files_inside_an_image_are_browsed_and_downloaded(im):
     page = im.api.http.get(f"{im.box.base}/{vol.replace('machines/', 'machines/', 1)}/1",
                            params={"path": "dir3/sub0"}, verify=str(im.box.ca_pem), timeout=30)
     assert page.status_code == 200 and "file3.bin" in page.text, page.status_code
+
+
+def test_files_from_an_image_restore_to_the_machine(im):
+    disk, tree, doc = build_disk(im.tmp)
+    im.image_plan(disk)
+    agent = im.agent()
+    report = image_backup(agent)
+    sid, name = report["snapshot"]["id"], report["snapshot"]["images"][0]["name"]
+
+    # the CLI: a folder of the ext4 volume, with its files' modes and times
+    out = im.tmp / "cli"
+    p = agent.run("restore", sid, "/dir3", "--image", name, "--volume", "1", "--to", str(out))
+    assert p.data["report"]["files"] > 0, p.stdout
+    for src in (tree / "dir3").rglob("*"):
+        got = out / "dir3" / src.relative_to(tree / "dir3")
+        assert got.exists(), got
+        if src.is_file():
+            assert got.read_bytes() == src.read_bytes(), got
+            assert (got.stat().st_mode & 0o777) == (src.stat().st_mode & 0o777), got
+            assert int(got.stat().st_mtime) == int(src.stat().st_mtime), got
+    # bad input changes nothing
+    p = agent.run("restore", sid, "/../etc", "--image", name, "--volume", "1", "--to",
+                  str(im.tmp / "bad"), check=False)
+    assert p.returncode != 0 and not (im.tmp / "bad" / "etc").exists()
+    p = agent.run("restore", sid, "/", "--image", name, "--volume", "9", "--to",
+                  str(im.tmp / "bad"), check=False)
+    assert p.returncode != 0 and "volume" in p.stdout + p.stderr
+
+    # the console: "restore to the machine" from the NTFS volume, carried out by the service
+    agent.start_service()
+    target = im.tmp / "console"
+    r = im.api.post(f"machines/{agent.machine_id}/restore",
+                    json={"snapshot": sid, "paths": ["/"], "target": str(target),
+                          "image": {"image": name, "volume": 2}})
+    assert r.status_code == 201, r.text
+    ended = wait_job_end(im.api, r.json()["id"], timeout=60)
+    assert ended["state"] == "succeeded", ended
+    assert (target / "report.txt").read_bytes() == doc.read_bytes()
+    # an image restore without a volume, or of a volume without a file system, is refused
+    r = im.api.post(f"machines/{agent.machine_id}/restore",
+                    json={"snapshot": sid, "paths": ["/"], "target": str(target)})
+    assert r.status_code == 422, r.text

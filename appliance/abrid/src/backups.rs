@@ -151,11 +151,34 @@ pub fn queue_restore(
         return Err(AppError::Invalid("machine: its key was revoked".into()));
     }
     abri_store::validate_id("snapshot", &request.snapshot)?;
-    abri_store::load_snapshot(&app.store, machine_id, &request.snapshot).map_err(|_| {
-        AppError::NotFound(format!("snapshot {} of this machine", request.snapshot))
-    })?;
+    let manifest =
+        abri_store::load_snapshot(&app.store, machine_id, &request.snapshot).map_err(|_| {
+            AppError::NotFound(format!("snapshot {} of this machine", request.snapshot))
+        })?;
+    match &request.image {
+        None if manifest.kind == abri_store::SnapshotKind::Image => {
+            return Err(AppError::Invalid(
+                "image: name the image and volume to restore files from".into(),
+            ));
+        }
+        None => {}
+        Some(r) => {
+            let info = crate::snapshot_images::image_of(&manifest, &r.image)?;
+            let volume = crate::image_browse::volume_of(&info, r.volume)?;
+            if volume.fs.is_empty() {
+                return Err(AppError::Invalid(format!(
+                    "volume: {} of {} holds no file system Abri can read",
+                    r.volume, r.image
+                )));
+            }
+        }
+    }
     for path in &request.paths {
-        abri_store::validate_path(path.trim_start_matches('/').as_bytes())?;
+        let relative = path.trim_start_matches('/');
+        if request.image.is_some() && relative.is_empty() {
+            continue;
+        }
+        abri_store::validate_path(relative.as_bytes())?;
     }
     let windows_drive = request.target.len() > 2 && request.target.as_bytes()[1] == b':';
     if !(request.target.starts_with('/') || windows_drive) {

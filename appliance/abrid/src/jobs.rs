@@ -52,6 +52,9 @@ pub struct RestoreRequest {
     pub snapshot: String,
     pub paths: Vec<String>,
     pub target: String,
+    /// Files from inside an image snapshot's volume.
+    #[serde(default)]
+    pub image: Option<abri_proto::agent::ImageVolumeRef>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -232,6 +235,7 @@ impl Jobs {
             snapshot: request.snapshot,
             paths: request.paths,
             target: request.target,
+            image: request.image,
         };
         self.enqueue(job, command)
     }

@@ -89,6 +89,13 @@ enum Cmd {
         /// Replace existing files (otherwise they are left alone and counted).
         #[arg(long)]
         overwrite: bool,
+        /// From an image snapshot: the image holding the volume (paths are then paths of
+        /// that volume's file system, e.g. /home/ann).
+        #[arg(long, requires = "volume")]
+        image: Option<String>,
+        /// From an image snapshot: the volume (partition number; 0 without partitions).
+        #[arg(long, requires = "image")]
+        volume: Option<u32>,
     },
     /// Restore a disk or volume image to a block device or an image file.
     RestoreImage {
@@ -229,12 +236,29 @@ async fn dispatch(cli: Cli) -> Result<()> {
             to,
             in_place,
             overwrite,
+            image,
+            volume,
         } => {
             let target = if in_place {
                 PathBuf::from("/")
             } else {
                 to.context("give --to DIR or --in-place")?
             };
+            if let (Some(image), Some(volume)) = (image, volume) {
+                if overwrite {
+                    bail!("--overwrite is not supported for files from an image yet");
+                }
+                return restore_from_image(
+                    &cli.config,
+                    snapshot,
+                    image,
+                    volume,
+                    paths,
+                    target,
+                    cli.json,
+                )
+                .await;
+            }
             restore(&cli.config, snapshot, paths, target, overwrite, cli.json).await
         }
         Cmd::RestoreImage {
@@ -423,6 +447,54 @@ async fn restore(
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+async fn restore_from_image(
+    config_path: &std::path::Path,
+    snapshot: String,
+    image: String,
+    volume: u32,
+    paths: Vec<String>,
+    target: PathBuf,
+    json: bool,
+) -> Result<()> {
+    let (config, client) = load(config_path)?;
+    let _lock = JobLock::acquire(&config.state_dir)?;
+    let counters = Arc::new(Counters::default());
+    cancel_on_ctrl_c(counters.clone());
+    let display = Display::start(counters.clone(), "restore", json);
+    let volume_ref = abri_proto::agent::ImageVolumeRef { image, volume };
+    let result = crate::remote::image_files_restore_job(
+        &client,
+        &config,
+        None,
+        &snapshot,
+        &volume_ref,
+        paths,
+        target.clone(),
+        counters,
+    )
+    .await;
+    drop(display);
+    let report = result?;
+    if json {
+        return print_json(&serde_json::json!({
+            "snapshot": snapshot,
+            "target": target,
+            "report": report,
+        }));
+    }
+    println!(
+        "Restored {} entries ({} files, {}) from {} #{} of snapshot {} to {}",
+        report.entries,
+        report.files,
+        human_bytes(report.bytes),
+        volume_ref.image,
+        volume_ref.volume,
+        snapshot,
+        target.display()
     );
     Ok(())
 }

@@ -360,3 +360,55 @@ pub async fn image_restore_job(
             .await;
     Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
 }
+
+/// Restores files and folders from a volume inside an image snapshot into `target` (the
+/// console's "restore to the machine" on an image, or `abri-agent restore --image`).
+#[allow(clippy::too_many_arguments)]
+pub async fn image_files_restore_job(
+    client: &BoxClient,
+    config: &AgentConfig,
+    job_id: Option<&str>,
+    snapshot: &str,
+    volume: &abri_proto::agent::ImageVolumeRef,
+    paths: Vec<String>,
+    target: PathBuf,
+    counters: Arc<Counters>,
+) -> Result<RestoreReport, JobError> {
+    let detail = client.snapshot(snapshot).await?;
+    let info =
+        choose_image(&detail.summary.images, Some(&volume.image)).map_err(JobError::Refused)?;
+    let digests = parse_catalog(snapshot, &detail.catalog)?;
+    let source = HttpChunkSource::new(
+        client.clone(),
+        Handle::current(),
+        snapshot.to_string(),
+        config.chunk_key(),
+    );
+    let done = Arc::new(tokio::sync::Notify::new());
+    let reporter = job_id.map(|id| {
+        tokio::spawn(report_to_box(
+            client.clone(),
+            id.to_string(),
+            counters.clone(),
+            done.clone(),
+        ))
+    });
+    let c = counters.clone();
+    let number = volume.volume;
+    let result = tokio::task::spawn_blocking(move || {
+        let fs = crate::image::files::open_volume(source, digests, info, number)?;
+        crate::image::files::restore_paths(
+            fs.as_ref(),
+            &paths,
+            &target,
+            crate::platform::is_root(),
+            &c,
+        )
+    })
+    .await;
+    done.notify_one();
+    if let Some(r) = reporter {
+        let _ = r.await;
+    }
+    Ok(result.map_err(|e| JobError::Join(e.to_string()))??)
+}

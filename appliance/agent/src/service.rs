@@ -203,11 +203,33 @@ async fn execute(
             snapshot,
             paths,
             target,
+            image,
         } => {
             if !std::path::Path::new(&target).is_absolute() {
                 return Outcome::Failed(format!(
                     "the restore target {target:?} is not an absolute path"
                 ));
+            }
+            if let Some(volume) = image {
+                let target = PathBuf::from(target);
+                return match crate::remote::image_files_restore_job(
+                    client,
+                    config,
+                    Some(&job_id),
+                    &snapshot,
+                    &volume,
+                    paths,
+                    target,
+                    counters,
+                )
+                .await
+                {
+                    Ok(_) => Outcome::Restored,
+                    Err(JobError::Restore(crate::restore::RestoreError::Cancelled)) => {
+                        Outcome::Cancelled
+                    }
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
             }
             let paths = match selection_paths(&paths) {
                 Ok(p) => p,

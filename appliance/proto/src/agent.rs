@@ -77,10 +77,23 @@ pub enum Command {
         snapshot: String,
         paths: Vec<String>,
         target: String,
+        /// Files from inside an image snapshot: which image and volume; `paths` are then
+        /// paths of that volume's file system (`/home/ann`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<ImageVolumeRef>,
     },
     Cancel {
         job_id: String,
     },
+}
+
+/// A volume of an image in an image snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageVolumeRef {
+    pub image: String,
+    /// The volume's number (a partition number, 0 for an unpartitioned image).
+    pub volume: u32,
 }
 
 /// `POST /agent/jobs`: the agent starts a job itself (`abri-agent backup --now`).

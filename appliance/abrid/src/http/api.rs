@@ -520,6 +520,7 @@ async fn restore_machine(
         snapshot: req.snapshot,
         paths: req.paths,
         target: req.target,
+        image: req.image,
     };
     Ok((
         StatusCode::CREATED,
@@ -536,6 +537,9 @@ struct RestoreBody {
     #[serde(default)]
     paths: Vec<String>,
     target: String,
+    /// Files from inside an image snapshot: `{"image": "sda", "volume": 2}`.
+    #[serde(default)]
+    image: Option<abri_proto::agent::ImageVolumeRef>,
 }
 
 async fn machine_snapshots(

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod devices;
+pub mod files;
 pub mod layout;
 pub mod lvm;
 pub mod nbd;

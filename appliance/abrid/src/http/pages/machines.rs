@@ -604,6 +604,7 @@ pub async fn restore(
             snapshot: sid.clone(),
             paths,
             target: form.target.trim().to_string(),
+            image: None,
         };
         backups::queue_restore(&app, &user.name, &id, request)
     });
@@ -709,6 +710,7 @@ pub struct VolumePage {
     pub path: String,
     pub crumbs: Vec<Crumb>,
     pub items: Vec<ItemRow>,
+    pub default_target: String,
 }
 
 /// Browses a volume of an image snapshot (ext4, NTFS).
@@ -754,6 +756,11 @@ pub async fn volume_page(
         machine_id: machine.id.clone(),
         hostname: machine.hostname.clone(),
         snapshot: snapshot_row(&manifest),
+        default_target: if machine.os == "windows" {
+            format!("C:\\abri-restore\\{sid}")
+        } else {
+            format!("/var/tmp/abri-restore/{sid}")
+        },
         image,
         volume,
         fs,
@@ -789,4 +796,29 @@ pub async fn volume_page(
         c,
     };
     render(StatusCode::OK, &page)
+}
+
+/// "Restore to the machine" from a volume of an image snapshot.
+pub async fn volume_restore(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    Path((id, sid, image, volume)): Path<(String, String, String, u32)>,
+    PageForm(form): PageForm<RestoreForm>,
+) -> Response {
+    let result = user.check_csrf(&form.csrf).and_then(|()| {
+        let request = crate::jobs::RestoreRequest {
+            snapshot: sid.clone(),
+            paths: vec![format!("/{}", form.path.trim_matches('/'))],
+            target: form.target.trim().to_string(),
+            image: Some(abri_proto::agent::ImageVolumeRef {
+                image: image.clone(),
+                volume,
+            }),
+        };
+        backups::queue_restore(&app, &user.name, &id, request)
+    });
+    match result {
+        Ok(_) => Redirect::to(&format!("/machines/{id}?restore=1")).into_response(),
+        Err(e) => e.into_response(),
+    }
 }

@@ -70,6 +70,10 @@ pub fn routes() -> Router<Arc<App>> {
             "/machines/{id}/snapshots/{snapshot}/images/{image}/volumes/{volume}",
             get(machines::volume_page),
         )
+        .route(
+            "/machines/{id}/snapshots/{snapshot}/images/{image}/volumes/{volume}/restore",
+            post(machines::volume_restore),
+        )
         .route("/jobs/{id}/cancel", post(machines::cancel_job))
         .route("/ca.pem", get(ca_certificate))
         .route("/static/abri.css", get(stylesheet))
