@@ -20,6 +20,8 @@ pub struct App {
     pub store: Arc<abri_store::ChunkStore>,
     /// Digests each recently read snapshot references, for snapshot-scoped chunk reads.
     pub snapshot_refs: Mutex<HashMap<String, Arc<std::collections::HashSet<abri_store::Digest>>>>,
+    /// Image readers of recently browsed image snapshots.
+    pub image_readers: crate::image_browse::ReaderCache,
     pub identity: BoxIdentity,
     pub factory: FactoryData,
     pub ca: BoxCa,
@@ -54,6 +56,7 @@ impl App {
             db,
             store: Arc::new(store),
             snapshot_refs: Mutex::new(HashMap::new()),
+            image_readers: Default::default(),
             identity,
             factory,
             ca,

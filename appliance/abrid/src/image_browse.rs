@@ -3,9 +3,12 @@
 //! Folders download as `.tar.gz` built while walking the file system.
 
 use abri_fsread::{EntryKind, FileSystem, FsEntry, ReadAt, Slice};
-use abri_store::{ChunkSource, ChunkStore, Digest, ImageInfo, ImageReader, ImageVolume};
+use abri_store::{
+    ChunkSource, ChunkStore, Digest, ImageInfo, ImageReader, ImageVolume, SnapshotManifest,
+};
+use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::errors::{AppError, AppResult};
 
@@ -20,7 +23,38 @@ impl ChunkSource for StoreChunks {
 }
 
 /// One image of a snapshot as bytes abri-fsread can read.
-struct ImageBytes(ImageReader<StoreChunks>);
+struct ImageBytes(Arc<ImageReader<StoreChunks>>);
+
+/// Image readers opened recently: opening one reads the snapshot's whole catalog once, so
+/// browsing a volume page after page reuses it. Snapshots never change, so an entry is
+/// never stale (a pruned snapshot's reads fail cleanly once its chunks are gone).
+#[derive(Default)]
+pub struct ReaderCache(Mutex<VecDeque<(String, Arc<ImageReader<StoreChunks>>)>>);
+
+/// Readers kept.
+const CACHED_READERS: usize = 4;
+
+impl ReaderCache {
+    fn get_or_open(
+        &self,
+        key: String,
+        open: impl FnOnce() -> AppResult<ImageReader<StoreChunks>>,
+    ) -> AppResult<Arc<ImageReader<StoreChunks>>> {
+        if let Ok(cache) = self.0.lock()
+            && let Some((_, r)) = cache.iter().find(|(k, _)| *k == key)
+        {
+            return Ok(r.clone());
+        }
+        let reader = Arc::new(open()?);
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= CACHED_READERS {
+                cache.pop_front();
+            }
+            cache.push_back((key, reader.clone()));
+        }
+        Ok(reader)
+    }
+}
 
 impl ReadAt for ImageBytes {
     fn size(&self) -> u64 {
@@ -45,8 +79,9 @@ pub fn volume_of(info: &ImageInfo, number: u32) -> AppResult<ImageVolume> {
 
 /// Opens the file system of a volume; only ext4 and NTFS volumes can be browsed.
 pub fn open_volume(
+    cache: &ReaderCache,
     store: Arc<ChunkStore>,
-    catalog: Vec<Digest>,
+    manifest: &SnapshotManifest,
     info: ImageInfo,
     number: u32,
 ) -> AppResult<Box<dyn FileSystem>> {
@@ -57,7 +92,11 @@ pub fn open_volume(
             number, info.name
         )));
     }
-    let reader = ImageReader::open(StoreChunks(store), catalog, info)?;
+    let key = format!("{}/{}/{}", manifest.machine, manifest.id, info.name);
+    let catalog = manifest.catalog.clone();
+    let reader = cache.get_or_open(key, || {
+        Ok(ImageReader::open(StoreChunks(store), catalog, info)?)
+    })?;
     let whole: Arc<dyn ReadAt> = Arc::new(ImageBytes(reader));
     let slice = Slice::new(whole, volume.start, volume.size)
         .map_err(|e| AppError::Invalid(format!("volume: {e}")))?;

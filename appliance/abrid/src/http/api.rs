@@ -613,10 +613,11 @@ async fn open_volume(
 )> {
     let manifest = crate::backups::machine_snapshot(app, id, snapshot)?;
     let info = crate::snapshot_images::image_of(&manifest, image)?;
-    let store = app.store.clone();
-    let catalog = manifest.catalog.clone();
-    let fs =
-        blocking(move || crate::image_browse::open_volume(store, catalog, info, volume)).await?;
+    let (a, m) = (app.clone(), manifest.clone());
+    let fs = blocking(move || {
+        crate::image_browse::open_volume(&a.image_readers, a.store.clone(), &m, info, volume)
+    })
+    .await?;
     Ok((manifest, fs))
 }
 

@@ -734,11 +734,16 @@ pub async fn volume_page(
         let info = crate::snapshot_images::image_of(&manifest, &image)?;
         let fs_name = crate::image_browse::volume_of(&info, volume)?.fs;
         let dir = crate::image_browse::normalize(&raw_path)?;
-        let store = app.store.clone();
-        let catalog = manifest.catalog.clone();
+        let (a, m) = (app.clone(), manifest.clone());
         let listing_dir = dir.clone();
         let items = crate::errors::blocking(move || {
-            let fs = crate::image_browse::open_volume(store, catalog, info, volume)?;
+            let fs = crate::image_browse::open_volume(
+                &a.image_readers,
+                a.store.clone(),
+                &m,
+                info,
+                volume,
+            )?;
             crate::image_browse::list(fs.as_ref(), &listing_dir)
         })
         .await?;
