@@ -119,6 +119,43 @@ test('a machine backed up and a file downloaded from the console', async (t) => 
     assert.ok(fs.readFileSync(saved).equals(original), 'the downloaded file differs from the original');
   });
 
+  await t.test('an image backup of a disk image is listed, and a file inside it downloads', async () => {
+    // A small ext4 disk image holding the same tree, made by Debian's mke2fs.
+    const disk = path.join(env.dir, 'disk.img');
+    run('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', data, disk, '16M']);
+    await page.click('#nav-plans');
+    await page.click('#plan-link-image');
+    await page.locator('#plan-form [name="selections"]').fill(disk);
+    assert.ok(await page.locator('#plan-form #enabled').isChecked(), 'the image plan runs on schedule');
+    await page.click('#plan-save');
+    await page.locator('#flash.ok').waitFor();
+    const config = path.join(env.dir, 'agent.toml');
+    const result = JSON.parse(run(AGENT, ['--config', config, '--json', 'backup', '--now', '--plan', 'image']));
+    assert.equal(result.snapshot.kind, 'image');
+    await page.click('#nav-machines');
+    await page.locator('.machine-row a').first().click();
+    const row = page.locator('#snapshot-list .snapshot-row', { hasText: 'disk.img' });
+    await row.waitFor();
+    await row.locator('a').first().click();
+    await page.locator('.image-card[data-image="disk.img"]').waitFor();
+    assert.match((await page.locator('.volume-row').first().textContent()) || '', /ext4/);
+    await shot('image');
+    await page.locator('.volume-row a.browse').first().click();
+    for (const part of ['docs', 'deep']) {
+      await page.locator('a.folder', { hasText: `${part}/` }).first().click();
+    }
+    const item = page.locator('.item-row', { hasText: 'photo.bin' });
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      item.locator('a.download').click(),
+    ]);
+    const saved = path.join(env.dir, 'from-image.bin');
+    await download.saveAs(saved);
+    const original = fs.readFileSync(path.join(data, 'docs', 'deep', 'photo.bin'));
+    assert.ok(fs.readFileSync(saved).equals(original), 'the file read from the image differs from the original');
+    await shot('image-volume');
+  });
+
   await t.test('"back up now" queues a backup for the agent', async () => {
     await page.click('#nav-machines');
     await page.locator('.machine-row a').first().click();
