@@ -55,6 +55,19 @@ def make_ext4(path: Path, tree: Path, size_mib: int, label: str = "data") -> Non
     sh("mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-d", tree, path, f"{size_mib}M")
 
 
+def make_raw_disk(path: Path, seed: int) -> None:
+    """A 64 MiB sparse raw disk that holds no file system: two random data regions, an
+    explicitly written zero region, holes elsewhere."""
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        f.truncate(64 * MiB)
+        for start, length in ((0, 8 * MiB), (20 * MiB, 8 * MiB)):
+            f.seek(start)
+            f.write(rng.randbytes(length))
+        f.seek(40 * MiB)
+        f.write(bytes(1 * MiB))
+
+
 def scatter_writes(path: Path, count: int, seed: int, block: int = 4 * KiB,
                    start: int = 0, end: int | None = None) -> list[int]:
     """Overwrites `count` random `block`-sized blocks in place with random bytes; returns

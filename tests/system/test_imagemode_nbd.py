@@ -5,14 +5,15 @@ dirty bitmap exported by qemu-nbd, the next backup reads only the changed blocks
 from __future__ import annotations
 
 from imagemode_support import (CHUNK, KiB, MiB, QemuNbd, im, image_backup,  # noqa: F401
-                               make_ext4, make_tree, qemu_compare, qemu_io, restore_image, sh)
+                               make_raw_disk, qemu_compare, qemu_io, restore_image, sh)
 
 
 def test_qcow2_over_nbd_with_and_without_dirty_bitmap(im):
-    tree = im.tmp / "tree"
-    make_tree(tree, seed=5)
+    # a disk without a file system Abri reads, so every allocated byte is kept and the
+    # restores can be compared byte for byte (file systems: test_imagemode_layout.py)
     raw = im.tmp / "seed.img"
-    make_ext4(raw, tree, 48)
+    make_raw_disk(raw, seed=5)
+    sh("truncate", "-s", "48M", raw)
     vm = im.tmp / "vm.qcow2"
     sh("qemu-img", "convert", "-O", "qcow2", raw, vm)
     # unallocated space at the end of the virtual disk: never read, never sent

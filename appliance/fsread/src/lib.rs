@@ -78,7 +78,8 @@ pub fn detect(src: &dyn ReadAt) -> Option<FsKind> {
 
 /// The byte ranges the file system on `src` uses, sorted and merged, in bytes from the
 /// start of `src`. An image holding only these ranges (zeros elsewhere) is a consistent
-/// copy of the file system. `Ok(None)` when the file system is not one this crate reads:
+/// copy of the file system. Bytes of `src` after the file system's end (a volume grown
+/// without growing its file system) are always included: they are not the file system's. `Ok(None)` when the file system is not one this crate reads:
 /// the caller then reads all of `src`.
 pub fn used_ranges(src: &dyn ReadAt) -> Result<Option<Vec<Range<u64>>>> {
     match detect(src) {

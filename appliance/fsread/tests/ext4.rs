@@ -315,3 +315,27 @@ fn paths_are_checked() {
     assert_eq!(fs.read_at(&path, 0, &mut buf).unwrap(), 9);
     assert_eq!(&buf[..9], b"raw bytes");
 }
+
+#[test]
+fn bytes_after_the_file_system_are_kept() {
+    let test = "bytes_after_the_file_system_are_kept";
+    if tool("mke2fs", test).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("fs.img");
+    mke2fs(&image, None, &["-t", "ext4", "-b", "4096"]);
+    let fs_end = fs::metadata(&image).unwrap().len();
+    // The volume grows, the file system does not: the tail holds someone's data.
+    let tail = noise(7, 1 << 20);
+    let mut bytes = fs::read(&image).unwrap();
+    bytes.extend_from_slice(&tail);
+    fs::write(&image, &bytes).unwrap();
+    let ranges = used_ranges(&*open_file(&image)).unwrap().unwrap();
+    assert_well_formed(&ranges);
+    let end = fs_end + tail.len() as u64;
+    assert!(
+        ranges.iter().any(|r| r.start <= fs_end && r.end == end),
+        "the tail {fs_end}..{end} is not kept: {ranges:?}"
+    );
+}

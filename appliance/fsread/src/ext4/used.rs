@@ -18,12 +18,14 @@ pub(crate) fn used_ranges(src: &dyn ReadAt) -> Result<Vec<Range<u64>>> {
     let sb = Superblock::read(src)?;
     let bs = sb.block_size;
     let fs_end = sb.blocks_count * bs;
+    // Bytes after the file system's end are not its to drop: they are kept.
+    let limit = fs_end.max(src.size());
     if sb.has_incompat(INCOMPAT_RECOVER) || sb.has_incompat(INCOMPAT_JOURNAL_DEV) {
-        let mut all = RangeSet::new(fs_end);
-        all.add(0, fs_end);
+        let mut all = RangeSet::new(limit);
+        all.add(0, limit);
         return Ok(all.into_sorted());
     }
-    let mut used = RangeSet::new(fs_end);
+    let mut used = RangeSet::new(limit);
     // Block 0 holds the boot sector and, with blocks over 1 KiB, the superblock; with
     // 1 KiB blocks the superblock is block 1, which group 0's bitmap covers.
     used.add(0, bs.max(2048));
@@ -74,5 +76,6 @@ pub(crate) fn used_ranges(src: &dyn ReadAt) -> Result<Vec<Range<u64>>> {
             (desc.inode_table + table_blocks) * bs,
         );
     }
+    used.add(fs_end, src.size());
     Ok(used.into_sorted())
 }

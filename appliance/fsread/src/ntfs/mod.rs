@@ -56,7 +56,8 @@ pub(crate) fn used_ranges(src: &dyn ReadAt) -> Result<Vec<Range<u64>>> {
 
     let mut used = RangeSet::new(src.size());
     used.add(0, sector.max(512));
-    used.add(volume_bytes, volume_bytes + sector);
+    // The backup boot sector, and anything after the volume (not the file system's).
+    used.add(volume_bytes, src.size().max(volume_bytes + sector));
 
     // Stream the bitmap: a large volume's bitmap is tens of megabytes.
     let mut chunk = vec![0u8; 64 * 1024];
