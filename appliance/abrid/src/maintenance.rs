@@ -218,6 +218,7 @@ mod tests {
             stats: SnapshotStats::default(),
             source: "/".into(),
             host: "pc".into(),
+            without_snapshot: false,
         };
         abri_store::commit_snapshot(&manifest, &app.store).unwrap();
     }

@@ -148,6 +148,10 @@ pub struct CommitSnapshot {
     pub catalog: Vec<String>,
     pub source: String,
     pub stats: SnapshotStatsWire,
+    /// True when the agent could not take a volume snapshot (VSS) and read the live files:
+    /// the console marks such a backup "without snapshot". Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_snapshot: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -176,4 +180,7 @@ pub struct SnapshotSummary {
     pub finished: u64,
     pub full: bool,
     pub stats: SnapshotStatsWire,
+    /// See [`CommitSnapshot::without_snapshot`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_snapshot: bool,
 }

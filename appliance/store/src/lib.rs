@@ -94,6 +94,7 @@
 //!     stats: SnapshotStats::default(),
 //!     source: "/home".into(),
 //!     host: "pc-1".into(),
+//!     without_snapshot: false,
 //! };
 //! commit_snapshot(&manifest, &store)?;
 //!

@@ -90,6 +90,7 @@ pub(crate) fn prepare(
         },
         source: "/home".into(),
         host: "pc-1".into(),
+        without_snapshot: false,
     }
 }
 

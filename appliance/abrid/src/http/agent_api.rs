@@ -236,6 +236,7 @@ pub fn summary(m: &SnapshotManifest) -> SnapshotSummary {
             reused_files: m.stats.reused_files,
             stored_new_bytes: m.stats.stored_new_bytes,
         },
+        without_snapshot: m.without_snapshot,
     }
 }
 
@@ -277,6 +278,7 @@ async fn commit(
         stats,
         source: req.source.clone(),
         host: m.hostname.clone(),
+        without_snapshot: req.without_snapshot,
     };
     let store = app.store.clone();
     let to_commit = manifest.clone();

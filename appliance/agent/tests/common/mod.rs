@@ -71,6 +71,7 @@ impl Destination for LocalBox {
             stats: SnapshotStats::default(),
             source: c.source.clone(),
             host: c.source.clone(),
+            without_snapshot: c.without_snapshot,
         };
         commit_snapshot(&manifest, &self.store)?;
         snaps.push(manifest);
@@ -82,6 +83,7 @@ impl Destination for LocalBox {
             finished: c.started + 1,
             full: c.full,
             stats: c.stats.clone(),
+            without_snapshot: c.without_snapshot,
         })
     }
 }

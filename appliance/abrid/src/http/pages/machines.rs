@@ -161,6 +161,8 @@ pub struct SnapshotRow {
     pub size: String,
     pub changed: String,
     pub full: bool,
+    /// Read from live files: no volume snapshot could be taken.
+    pub without_snapshot: bool,
 }
 
 fn snapshot_row(m: &abri_store::SnapshotManifest) -> SnapshotRow {
@@ -178,6 +180,7 @@ fn snapshot_row(m: &abri_store::SnapshotManifest) -> SnapshotRow {
         size: human_bytes(st.bytes),
         changed,
         full: m.full,
+        without_snapshot: m.without_snapshot,
     }
 }
 
