@@ -376,7 +376,7 @@ impl<S: ChunkSource> Restorer<'_, S> {
                 && d.apply
             {
                 match open_for_metadata(&d.path) {
-                    Ok(f) => self.apply_meta(&f, &d.entry),
+                    Ok(f) => self.apply_meta(&f, &d.path, &d.entry),
                     Err(e) => self.warn_io("metadata", &d.entry, e),
                 }
             }
@@ -390,8 +390,8 @@ impl<S: ChunkSource> Restorer<'_, S> {
         ));
     }
 
-    /// Times, attributes and security descriptor through `file`.
-    fn apply_meta(&mut self, file: &File, entry: &Entry) {
+    /// Times, attributes and security descriptor through `file` (at `path`).
+    fn apply_meta(&mut self, file: &File, path: &Path, entry: &Entry) {
         let Some(w) = &entry.windows else {
             // A catalog from Linux: times only.
             if let Err(e) = set_basic(file, entry, None) {
@@ -399,16 +399,27 @@ impl<S: ChunkSource> Restorer<'_, S> {
             }
             return;
         };
-        if let Err(e) = set_basic(file, entry, Some(w.attributes & SETTABLE_ATTRIBUTES)) {
-            self.warn_io("times and attributes", entry, e);
-        }
-        if w.security_descriptor.is_empty() {
-            return;
-        }
+        let attributes = w.attributes & SETTABLE_ATTRIBUTES;
         let sd = w.security_descriptor.clone();
-        match set_security(file, &sd, SECURITY_PARTS) {
+        // The descriptor first: where the file system derives anything from it (Wine maps
+        // the DACL to Unix permission bits) the attributes set after it still win.
+        if !sd.is_empty() {
+            self.apply_security(file, entry, &sd);
+        }
+        match set_basic(file, entry, Some(attributes)) {
+            Ok(()) => {
+                if let Err(e) = set_attributes(path, attributes) {
+                    tracing::debug!("attributes of {} by path: {e}", path.display());
+                }
+            }
+            Err(e) => self.warn_io("times and attributes", entry, e),
+        }
+    }
+
+    fn apply_security(&mut self, file: &File, entry: &Entry, sd: &[u8]) {
+        match set_security(file, sd, SECURITY_PARTS) {
             Ok(()) => {}
-            Err(_) => match set_security(file, &sd, sec::DACL_SECURITY_INFORMATION) {
+            Err(_) => match set_security(file, sd, sec::DACL_SECURITY_INFORMATION) {
                 Ok(()) => {
                     if !self.owner_warned {
                         self.owner_warned = true;
@@ -571,7 +582,7 @@ impl<S: ChunkSource> Restorer<'_, S> {
                 let link = Link::from_target(winpath::bytes_to_utf16(target));
                 match make_link(&path, &link, is_dir) {
                     Ok(()) => match open_for_metadata(&path) {
-                        Ok(f) => self.apply_meta(&f, &entry),
+                        Ok(f) => self.apply_meta(&f, &path, &entry),
                         Err(e) => self.warn_io("metadata", &entry, e),
                     },
                     Err(e) => self.warn_io("link", &entry, e),
@@ -635,7 +646,7 @@ impl<S: ChunkSource> Restorer<'_, S> {
         }
         file.set_len(entry.size).map_err(io_err)?;
         self.report.files += 1;
-        self.apply_meta(&file, entry);
+        self.apply_meta(&file, path, entry);
         Ok(())
     }
 
@@ -707,6 +718,19 @@ fn set_basic(file: &File, entry: &Entry, attributes: Option<u32>) -> io::Result<
             size_of::<fs::FILE_BASIC_INFO>() as u32,
         )
     })
+}
+
+/// Sets the attributes by path as well: some file systems (and Wine) take the read-only
+/// bit only this way.
+fn set_attributes(path: &Path, attributes: u32) -> io::Result<()> {
+    let p = super::wide(path);
+    let a = if attributes == 0 {
+        fs::FILE_ATTRIBUTE_NORMAL
+    } else {
+        attributes
+    };
+    // SAFETY: p is NUL-terminated.
+    check(unsafe { fs::SetFileAttributesW(p.as_ptr(), a) })
 }
 
 fn set_security(file: &File, sd: &[u8], parts: u32) -> io::Result<()> {
@@ -789,5 +813,48 @@ fn make_link(path: &Path, link: &Link, is_dir: bool) -> io::Result<()> {
             }
             set
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::windows::metadata::{NameCache, capture};
+
+    fn captured(path: &Path) -> Entry {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        capture(path, b"x".to_vec(), &meta, &mut NameCache).unwrap().0
+    }
+
+    #[test]
+    fn attributes_times_and_security_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            super::super::verbatim(&dir.path().join("a.txt")),
+            super::super::verbatim(&dir.path().join("b.txt")),
+        );
+        std::fs::write(&a, b"data").unwrap();
+        std::fs::write(&b, b"data").unwrap();
+        let mut entry = captured(&a);
+        let w = entry.windows.as_mut().unwrap();
+        w.attributes |= fs::FILE_ATTRIBUTE_HIDDEN | fs::FILE_ATTRIBUTE_READONLY;
+        entry.mtime_ns = 1_600_000_000_123_456_700;
+        entry.atime_ns = 1_600_000_100_000_000_000;
+        let sd = w.security_descriptor.clone();
+        let attrs = w.attributes & SETTABLE_ATTRIBUTES;
+        {
+            let f = open_for_metadata(&b).unwrap();
+            set_security(&f, &sd, sec::DACL_SECURITY_INFORMATION).unwrap();
+            set_basic(&f, &entry, Some(attrs)).unwrap();
+            set_attributes(&b, attrs).unwrap();
+            assert!(set_security(&f, &[1, 2, 3], sec::DACL_SECURITY_INFORMATION).is_err());
+            assert!(set_security(&f, &[0; 40], sec::DACL_SECURITY_INFORMATION).is_err());
+        }
+        let back = captured(&b);
+        let wb = back.windows.unwrap();
+        assert_eq!(wb.attributes & SETTABLE_ATTRIBUTES, attrs, "{:#x}", wb.attributes);
+        assert_eq!(back.mtime_ns, entry.mtime_ns);
+        assert_eq!(back.mode, 0o100444);
+        assert!(!wb.security_descriptor.is_empty());
     }
 }
