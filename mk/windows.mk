@@ -11,3 +11,12 @@ windows-agent:
 	@exe=$$(WINDOWS_TARGET_DIR=$(abspath $(WINDOWS_TARGET_DIR)) scripts/windows/build-agent.sh release) && \
 		cp "$$exe" $(WINDOWS_DIST)/abri-agent.exe && \
 		echo "windows-agent: $(WINDOWS_DIST)/abri-agent.exe"
+
+## windows-test: the agent's units under Wine, the MSI's contents, and the Wine system test
+windows-test: build
+	@exe=$$(WINDOWS_TARGET_DIR=$(abspath $(WINDOWS_TARGET_DIR)) scripts/windows/build-agent.sh debug) && \
+		CARGO_TARGET_DIR=$(abspath $(WINDOWS_TARGET_DIR)) PATH=/usr/bin:$$PATH RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+			/usr/bin/cargo test -Zbuild-std=std,panic_abort --target x86_64-pc-windows-gnu -p abri-agent --lib && \
+		ABRI_WINDOWS_AGENT="$$exe" $(PYTEST) tests/windows -v -rs
+
+TEST_PARTS += windows-test
