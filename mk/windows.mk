@@ -10,7 +10,8 @@ windows-agent:
 	@mkdir -p $(WINDOWS_DIST)
 	@exe=$$(WINDOWS_TARGET_DIR=$(abspath $(WINDOWS_TARGET_DIR)) scripts/windows/build-agent.sh release) && \
 		cp "$$exe" $(WINDOWS_DIST)/abri-agent.exe && \
-		echo "windows-agent: $(WINDOWS_DIST)/abri-agent.exe"
+		scripts/windows/build-msi.sh $(WINDOWS_DIST)/abri-agent.exe $(WINDOWS_DIST)/abri-agent.msi >/dev/null && \
+		echo "windows-agent: $(WINDOWS_DIST)/abri-agent.exe $(WINDOWS_DIST)/abri-agent.msi"
 
 ## windows-test: the agent's units under Wine, the MSI's contents, and the Wine system test
 windows-test: build
