@@ -228,6 +228,38 @@ mod tests {
     }
 
     #[test]
+    fn the_default_plan_serves_both_systems() {
+        let plan = abri_proto::plan::default_file_plan().settings.excludes;
+        let linux = Excludes::new(&plan);
+        assert!(linux.is_excluded(b"/proc/1/status"));
+        assert!(linux.is_excluded(b"/home/ann/.cache/x"));
+        assert!(!linux.is_excluded(b"/home/ann/notes.txt"));
+        assert!(!linux.is_excluded(b"/srv/pagefile.sys"));
+        let windows = Excludes::for_windows(&plan);
+        for path in [
+            "/C/Windows/System32/kernel32.dll",
+            "/C/pagefile.sys",
+            "/D/hiberfil.sys",
+            "/C/swapfile.sys",
+            "/E/System Volume Information/x",
+            "/C/Users/Ann/AppData/Local/Temp/setup.log",
+            "/C/Users/Ann/AppData/Local/Google/Chrome/User Data/Default/Cache/data_1",
+            "/C/Users/Ann/AppData/Local/Mozilla/Firefox/Profiles/x.default/cache2/e",
+        ] {
+            assert!(windows.is_excluded(path.as_bytes()), "{path}");
+        }
+        for path in [
+            "/C/Users/Ann/Documents/report.docx",
+            "/D/Windows/notes.txt",
+            "/C/Users/Ann/AppData/Roaming/app.ini",
+            "/C/proc",
+            "/C/data/pagefile.sys",
+        ] {
+            assert!(!windows.is_excluded(path.as_bytes()), "{path}");
+        }
+    }
+
+    #[test]
     fn empty_and_root_rules_exclude_nothing() {
         assert!(!ex(&["", "  ", "/"], "/etc/passwd"));
         assert!(Excludes::new(&["/"]).is_empty());

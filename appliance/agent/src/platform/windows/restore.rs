@@ -823,7 +823,9 @@ mod tests {
 
     fn captured(path: &Path) -> Entry {
         let meta = std::fs::symlink_metadata(path).unwrap();
-        capture(path, b"x".to_vec(), &meta, &mut NameCache).unwrap().0
+        capture(path, b"x".to_vec(), &meta, &mut NameCache)
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -852,7 +854,12 @@ mod tests {
         }
         let back = captured(&b);
         let wb = back.windows.unwrap();
-        assert_eq!(wb.attributes & SETTABLE_ATTRIBUTES, attrs, "{:#x}", wb.attributes);
+        assert_eq!(
+            wb.attributes & SETTABLE_ATTRIBUTES,
+            attrs,
+            "{:#x}",
+            wb.attributes
+        );
         assert_eq!(back.mtime_ns, entry.mtime_ns);
         assert_eq!(back.mode, 0o100444);
         assert!(!wb.security_descriptor.is_empty());
