@@ -53,7 +53,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 fn units(b: &[u8], start: usize, len: usize) -> Option<Vec<u16>> {
-    if len % 2 != 0 {
+    if !len.is_multiple_of(2) {
         return None;
     }
     let bytes = b.get(start..start.checked_add(len)?)?;
