@@ -26,7 +26,13 @@ from conftest import (  # noqa: E402,F401  (fixtures are used by name)
     make_box,
     pytest_runtest_makereport,
 )
-from filemode_support import enrolment_token, set_files_plan, snapshots  # noqa: E402
+from filemode_support import (  # noqa: E402
+    enrolment_token,
+    kill_group,
+    set_files_plan,
+    snapshots,
+    wait_job_end,
+)
 
 AGENT_EXE = Path(os.environ.get(
     "ABRI_WINDOWS_AGENT",
@@ -142,3 +148,23 @@ def test_windows_agent_backs_up_and_restores_under_wine(api, active_box, tmp_pat
     assert not dos_attributes(restored_root / "Unicode/été à Noël.txt") & (HIDDEN | SYSTEM)
     assert not os.stat(restored_root / "attrs/readonly.txt").st_mode & 0o222
     assert os.stat(restored_root / "attrs/hidden.txt").st_mode & 0o200
+
+    # The console's "restore to machine": the agent's service loop (`run`) carries it out.
+    log = (tmp_path / "service.log").open("wb")
+    service = subprocess.Popen([str(WINE_RUN), str(AGENT_EXE), "--config", win(config), "run"],
+                               stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        target = tmp_path / "console-restore"
+        selected = "Z" + str(tree) + "/Unicode"
+        r = api.post(f"machines/{machine}/restore",
+                     json={"snapshot": snap["id"], "paths": [selected], "target": win(target)})
+        assert r.status_code == 201, r.text
+        done = wait_job_end(api, r.json()["id"], timeout=WINE_TIMEOUT)
+        assert done["state"] == "succeeded", done
+        got = target / "Z" / str(tree).lstrip("/")
+        assert sorted(p.name for p in got.iterdir()) == ["Unicode"]
+        assert {p.name: p.read_bytes() for p in (got / "Unicode").iterdir()} == {
+            Path(rel).name: data for rel, data in files.items() if rel.startswith("Unicode/")}
+    finally:
+        kill_group(service)
+        log.close()
