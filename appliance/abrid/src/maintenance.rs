@@ -219,6 +219,7 @@ mod tests {
             source: "/".into(),
             host: "pc".into(),
             images: Vec::new(),
+            without_snapshot: false,
         };
         abri_store::commit_snapshot(&manifest, &app.store).unwrap();
     }

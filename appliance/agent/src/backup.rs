@@ -17,7 +17,6 @@ use abri_store::{
 use crossbeam_channel::{Sender, bounded};
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -80,6 +79,8 @@ where
     D: Destination + ?Sized,
     S: ChunkSource + Send,
 {
+    // Held until the commit: a volume snapshot is released on every way out (Drop).
+    let snapshots = platform::VolumeSnapshots::take(&job.root, &job.spec.selections, counters);
     let abort = Abort::default();
     let upload_stats = UploadStats::default();
     let workers = std::thread::available_parallelism()
@@ -114,6 +115,7 @@ where
             abort: &abort,
             out: to_query,
             stats: ReadStats::default(),
+            mounts: snapshots.mounts(),
         };
         reader.run(previous)
     });
@@ -144,6 +146,7 @@ where
         source: job.source.clone(),
         stats,
         images: Vec::new(),
+        without_snapshot: snapshots.missing(),
     };
     let snapshot = dest
         .commit(&commit)
@@ -185,6 +188,8 @@ struct Reader<'a> {
     abort: &'a Abort,
     out: Sender<Outgoing>,
     stats: ReadStats,
+    /// Top-level names read from a volume snapshot instead of the live volume.
+    mounts: Vec<(Vec<u8>, PathBuf)>,
 }
 
 struct ReadState {
@@ -223,11 +228,14 @@ impl Reader<'_> {
         previous: &mut Previous<S>,
     ) -> Result<Vec<Digest>, BackupError> {
         let spec = &self.job.spec;
-        let walk = Walk::with_root(
+        let mut walk = Walk::with_root(
             &self.job.root,
             &spec.selections,
-            Excludes::new(&spec.excludes),
+            Excludes::for_this_system(&spec.excludes),
         );
+        for (name, path) in &self.mounts {
+            walk = walk.mount(name.clone(), path.clone());
+        }
         let mut st = ReadState {
             packer: FilePacker::new(self.job.key.clone(), self.job.params),
             catalog: CatalogWriter::new(self.job.key.clone(), self.job.params, ZSTD_LEVEL),
@@ -265,8 +273,8 @@ impl Reader<'_> {
                 }
                 EntryKind::File => {
                     self.stats.files += 1;
-                    let link_key = (item.meta.dev(), item.meta.ino());
-                    if item.meta.nlink() > 1 {
+                    let link_key = (entry.dev, entry.inode);
+                    if entry.nlink > 1 {
                         if let Some(first) = first_links.get(&link_key) {
                             entry.kind = EntryKind::HardLink {
                                 target: first.clone(),

@@ -115,11 +115,19 @@ enum Cmd {
     Snapshots,
     /// Show enrolment, the box's reachability and the last job.
     Status,
+    /// Run as the Windows service (the service manager starts this; see docs/windows.md).
+    #[cfg(windows)]
+    #[command(hide = true)]
+    Service,
 }
 
 /// Parses the command line, runs it, prints errors; the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(windows)]
+    if matches!(cli.command, Cmd::Service) {
+        return crate::platform::windows::service::main(cli.config);
+    }
     let default_level = if matches!(cli.command, Cmd::Run) {
         "info"
     } else {
@@ -291,6 +299,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Status => status(&cli.config, cli.json).await,
+        #[cfg(windows)]
+        Cmd::Service => bail!("the service is started by the Windows service manager"),
     }
 }
 

@@ -7,13 +7,22 @@
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where the configuration lives unless `--config` or `ABRI_AGENT_CONFIG` says otherwise.
+#[cfg(unix)]
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/abri/agent.toml";
 /// Where local state (lock, last job) lives unless the configuration says otherwise.
+#[cfg(unix)]
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/abri-agent";
+/// Where the configuration lives on Windows (the installer writes it there).
+#[cfg(windows)]
+pub const DEFAULT_CONFIG_PATH: &str = r"C:\ProgramData\Abri\agent.toml";
+/// Local state on Windows.
+#[cfg(windows)]
+pub const DEFAULT_STATE_DIR: &str = r"C:\ProgramData\Abri\state";
 /// The configuration format this build writes and reads.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -118,16 +127,20 @@ impl AgentConfig {
             .unwrap_or_else(|| "agent.toml".into());
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            opts.mode(0o600);
+            let mut f = opts.open(&tmp)?;
+            // Windows: only SYSTEM and Administrators may read it (the mode 0600 of Unix).
+            #[cfg(windows)]
+            crate::platform::restrict_to_administrators(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, path)?;
-            fs::File::open(&dir)?.sync_all()
+            #[cfg(unix)]
+            fs::File::open(&dir)?.sync_all()?;
+            Ok(())
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -154,7 +167,7 @@ impl AgentConfig {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

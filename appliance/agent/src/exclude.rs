@@ -5,11 +5,21 @@
 //! its subtree (and the walk never enters it). A rule without a `/` (`*.tmp`, `.cache`)
 //! matches a name at any depth. In a component, `*` matches any run of bytes, `?` one byte;
 //! `**` as a whole component matches any number of components. A trailing `/` is ignored.
+//!
+//! One plan serves Linux and Windows machines: patterns written the Windows way
+//! (`C:\Windows`, `*:\pagefile.sys`) are skipped by [`Excludes::new`] (Linux), and
+//! [`Excludes::for_windows`] skips the Unix ones (starting with `/`), reads the Windows ones
+//! as `/C/Windows`, `/*/pagefile.sys` (see `platform::winpath`), and ignores case, as
+//! Windows does.
+
+use crate::platform::winpath;
 
 /// Compiled exclusion rules.
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
     rules: Vec<Rule>,
+    /// Match without regard to case (Windows).
+    fold_case: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -21,8 +31,38 @@ enum Rule {
 }
 
 impl Excludes {
-    /// Compiles the patterns of a plan; empty ones are ignored.
+    /// Compiles the patterns of a plan for a Unix machine; empty ones and Windows ones are
+    /// ignored.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let unix: Vec<&str> = patterns
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| !winpath::is_windows_pattern(p))
+            .collect();
+        Self::compile(&unix, false)
+    }
+
+    /// Compiles the patterns of a plan for a Windows machine, matched against `/C/Users/...`
+    /// without regard to case; Unix patterns (starting with `/`) are ignored.
+    pub fn for_windows<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let windows: Vec<String> = patterns
+            .iter()
+            .filter_map(|p| winpath::exclude_pattern(p.as_ref()))
+            .map(|p| p.to_lowercase())
+            .collect();
+        Self::compile(&windows, true)
+    }
+
+    /// The patterns as this machine's agent reads them.
+    pub fn for_this_system<S: AsRef<str>>(patterns: &[S]) -> Self {
+        if cfg!(windows) {
+            Self::for_windows(patterns)
+        } else {
+            Self::new(patterns)
+        }
+    }
+
+    fn compile<S: AsRef<str>>(patterns: &[S], fold_case: bool) -> Self {
         let mut rules = Vec::new();
         for p in patterns {
             let p = p.as_ref().trim();
@@ -44,12 +84,22 @@ impl Excludes {
                 rules.push(Rule::Name(p.as_bytes().to_vec()));
             }
         }
-        Excludes { rules }
+        Excludes { rules, fold_case }
     }
 
     /// True when the absolute path `path` (bytes, `/`-separated) is excluded, itself or as
     /// part of an excluded ancestor.
     pub fn is_excluded(&self, path: &[u8]) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        let folded;
+        let path = if self.fold_case {
+            folded = String::from_utf8_lossy(path).to_lowercase().into_bytes();
+            &folded[..]
+        } else {
+            path
+        };
         let components: Vec<&[u8]> = path
             .split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
@@ -150,6 +200,63 @@ mod tests {
         assert!(ex(&["/srv/**/cache"], "/srv/a/b/cache/x"));
         assert!(ex(&["/srv/**/cache"], "/srv/cache"));
         assert!(!ex(&["/srv/**/cache"], "/opt/cache"));
+    }
+
+    #[test]
+    fn each_system_applies_its_own_patterns() {
+        let rules = [
+            "/proc",
+            r"C:\Windows",
+            r"*:\pagefile.sys",
+            r"*:\Users\*\AppData\Local\Temp",
+            "Thumbs.db",
+        ];
+        let linux = Excludes::new(&rules);
+        assert!(linux.is_excluded(b"/proc/1"));
+        assert!(linux.is_excluded(b"/srv/Thumbs.db"));
+        assert!(!linux.is_excluded(br"/srv/C:\Windows"));
+        let win = Excludes::for_windows(&rules);
+        assert!(!win.is_excluded(b"/proc"));
+        assert!(win.is_excluded(b"/C/Windows"));
+        assert!(win.is_excluded(b"/C/WINDOWS/System32/x.dll"));
+        assert!(!win.is_excluded(b"/D/Windows"));
+        assert!(win.is_excluded(b"/D/pagefile.sys"));
+        assert!(!win.is_excluded(b"/D/data/pagefile.sys"));
+        assert!(win.is_excluded(b"/C/Users/ann/AppData/Local/Temp/x.tmp"));
+        assert!(!win.is_excluded(b"/C/Users/ann/AppData/Local/Tempo"));
+        assert!(win.is_excluded("/E/Été/thumbs.DB".as_bytes()));
+    }
+
+    #[test]
+    fn the_default_plan_serves_both_systems() {
+        let plan = abri_proto::plan::default_file_plan().settings.excludes;
+        let linux = Excludes::new(&plan);
+        assert!(linux.is_excluded(b"/proc/1/status"));
+        assert!(linux.is_excluded(b"/home/ann/.cache/x"));
+        assert!(!linux.is_excluded(b"/home/ann/notes.txt"));
+        assert!(!linux.is_excluded(b"/srv/pagefile.sys"));
+        let windows = Excludes::for_windows(&plan);
+        for path in [
+            "/C/Windows/System32/kernel32.dll",
+            "/C/pagefile.sys",
+            "/D/hiberfil.sys",
+            "/C/swapfile.sys",
+            "/E/System Volume Information/x",
+            "/C/Users/Ann/AppData/Local/Temp/setup.log",
+            "/C/Users/Ann/AppData/Local/Google/Chrome/User Data/Default/Cache/data_1",
+            "/C/Users/Ann/AppData/Local/Mozilla/Firefox/Profiles/x.default/cache2/e",
+        ] {
+            assert!(windows.is_excluded(path.as_bytes()), "{path}");
+        }
+        for path in [
+            "/C/Users/Ann/Documents/report.docx",
+            "/D/Windows/notes.txt",
+            "/C/Users/Ann/AppData/Roaming/app.ini",
+            "/C/proc",
+            "/C/data/pagefile.sys",
+        ] {
+            assert!(!windows.is_excluded(path.as_bytes()), "{path}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! | `service` | `run`: long-poll commands, run jobs, backoff |
 //! | `progress` | live counters, reports to the box, the terminal's progress bar |
 //! | `state` | the job lock and the last job's outcome |
-//! | `platform` | OS specifics (Linux: xattrs, SEEK_DATA, `*at` calls) |
+//! | `platform` | OS specifics (Linux: xattrs, SEEK_DATA, `*at` calls; Windows: volumes, attributes, security descriptors, VSS, the service) |
 
 pub mod backup;
 pub mod cli;
@@ -26,7 +26,10 @@ pub mod enroll;
 pub mod exclude;
 pub mod image;
 pub mod incremental;
+#[cfg(unix)]
 pub mod metadata;
+#[cfg(windows)]
+pub use platform::windows::metadata;
 pub mod platform;
 pub mod prefetch;
 pub mod progress;

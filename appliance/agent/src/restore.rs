@@ -10,21 +10,37 @@
 //!
 //! Files are written extent by extent at their offsets and then sized with `set_len`, so
 //! holes stay holes. Directories get their mode, owner and times after their children.
+//!
+//! This file holds what both systems share and the Unix restorer; the Windows restorer
+//! (`platform/windows/restore.rs`) keeps the same rules with Windows handles and metadata.
 
-use abri_store::{CatalogReader, ChunkSource, Digest, Entry, EntryKind};
+#[cfg(unix)]
+use abri_store::Entry;
+use abri_store::{CatalogReader, ChunkSource, Digest, EntryKind};
+#[cfg(unix)]
 use std::collections::{HashMap, VecDeque};
+#[cfg(unix)]
 use std::fs::File;
+#[cfg(unix)]
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(unix)]
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
+#[cfg(unix)]
 use std::sync::Arc;
+#[cfg(unix)]
 use std::sync::atomic::Ordering;
 
+#[cfg(unix)]
 use crate::platform;
+#[cfg(windows)]
+use crate::platform::windows::restore::restore_from;
 use crate::progress::Counters;
 
 /// Decoded chunks kept for consecutive small files that share a chunk.
-const CHUNK_CACHE: usize = 4;
+pub(crate) const CHUNK_CACHE: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -94,15 +110,15 @@ pub fn selection_paths(paths: &[String]) -> Result<Vec<Vec<u8>>, RestoreError> {
         .collect()
 }
 
-fn is_under(path: &[u8], ancestor: &[u8]) -> bool {
+pub(crate) fn is_under(path: &[u8], ancestor: &[u8]) -> bool {
     path.len() > ancestor.len() && path.starts_with(ancestor) && path[ancestor.len()] == b'/'
 }
 
-fn text(path: &[u8]) -> String {
+pub(crate) fn text(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&[], path),
@@ -153,6 +169,7 @@ pub fn run_restore<S: ChunkSource + Sync>(
     )
 }
 
+#[cfg(unix)]
 fn restore_from<S: ChunkSource>(
     source: &S,
     catalog: Vec<Digest>,
@@ -213,6 +230,7 @@ fn restore_from<S: ChunkSource>(
 }
 
 /// A directory whose metadata is applied once its subtree is done.
+#[cfg(unix)]
 struct OpenDir {
     path: Vec<u8>,
     fd: OwnedFd,
@@ -220,6 +238,7 @@ struct OpenDir {
     apply: bool,
 }
 
+#[cfg(unix)]
 struct Restorer<'a, S: ChunkSource> {
     source: &'a S,
     opts: &'a RestoreOptions,
@@ -238,6 +257,7 @@ struct Restorer<'a, S: ChunkSource> {
     first_refused: Option<String>,
 }
 
+#[cfg(unix)]
 enum Parent {
     Open,
     /// Not restorable (a file is where a directory should be): warned already.
@@ -246,6 +266,7 @@ enum Parent {
     Refused,
 }
 
+#[cfg(unix)]
 impl<S: ChunkSource> Restorer<'_, S> {
     fn entry(&mut self, entry: Entry) -> Result<(), RestoreError> {
         abri_store::validate_path(&entry.path).map_err(|e| RestoreError::BadPath {

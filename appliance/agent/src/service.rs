@@ -205,7 +205,8 @@ async fn execute(
             target,
             image,
         } => {
-            if !std::path::Path::new(&target).is_absolute() {
+            // `/` is the original place on every system (on Windows it is not a path).
+            if target != "/" && !std::path::Path::new(&target).is_absolute() {
                 return Outcome::Failed(format!(
                     "the restore target {target:?} is not an absolute path"
                 ));

@@ -23,7 +23,11 @@ pub enum StateError {
 
 /// Held while a job runs; released when dropped (or when the process dies).
 pub struct JobLock {
+    #[cfg(unix)]
     _lock: nix::fcntl::Flock<File>,
+    /// Opened without sharing: a second open fails while this handle lives.
+    #[cfg(windows)]
+    _lock: File,
 }
 
 impl JobLock {
@@ -35,16 +39,30 @@ impl JobLock {
             source,
         };
         fs::create_dir_all(state_dir).map_err(io)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(JobLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateError::Busy { path }),
-            Err((_, e)) => Err(io(std::io::Error::from(e))),
+        let mut opts = OpenOptions::new();
+        opts.create(true).truncate(false).write(true);
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::OpenOptionsExt;
+            /// ERROR_SHARING_VIOLATION: another process holds the lock file open.
+            const SHARING_VIOLATION: i32 = 32;
+            opts.share_mode(0);
+            match opts.open(&path) {
+                Ok(file) => Ok(JobLock { _lock: file }),
+                Err(e) if e.raw_os_error() == Some(SHARING_VIOLATION) => {
+                    Err(StateError::Busy { path })
+                }
+                Err(e) => Err(io(e)),
+            }
+        }
+        #[cfg(unix)]
+        {
+            let file = opts.open(&path).map_err(io)?;
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => Ok(JobLock { _lock: lock }),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateError::Busy { path }),
+                Err((_, e)) => Err(io(std::io::Error::from(e))),
+            }
         }
     }
 }

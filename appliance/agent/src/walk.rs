@@ -9,10 +9,13 @@
 //! Objects that vanish or cannot be read are reported as warnings and skipped. Kernel
 //! pseudo file systems (proc, sysfs, ...) are recorded as directories but never entered.
 //! Memory: one sorted name list per directory on the current path.
+//!
+//! On Windows the root `/` stands for the machine's volumes: its names are drive letters
+//! (`C`), a selection `/` means every fixed volume, and names are the WTF-8 form of their
+//! UTF-16 (see `platform::winpath`). The platform functions hide that difference.
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::exclude::Excludes;
@@ -68,6 +71,8 @@ pub struct Walk {
     stack: Vec<Frame>,
     pending: Option<(PathBuf, Vec<u8>, u64, Scope)>,
     start_warnings: Vec<String>,
+    /// Where to read top-level names from instead of below the root (a volume snapshot).
+    mounts: BTreeMap<Vec<u8>, PathBuf>,
 }
 
 impl Walk {
@@ -79,31 +84,32 @@ impl Walk {
     /// A walk of `selections` interpreted below `root` instead of `/` (catalog paths stay
     /// relative to `root`). Tests use it to back up a temporary tree.
     pub fn with_root(root: &Path, selections: &[String], excludes: Excludes) -> Self {
+        let root = platform::walk_root(root);
         let mut tree = SelectionNode::default();
         let mut start_warnings = Vec::new();
         for sel in selections {
-            let mut node = &mut tree;
-            let mut ok = true;
-            for c in sel.split('/').filter(|c| !c.is_empty() && *c != ".") {
-                if c == ".." {
-                    start_warnings.push(format!("selection {sel:?} contains '..': skipped"));
-                    ok = false;
-                    break;
+            let components = match platform::selection_components(&root, sel) {
+                Ok(c) => c,
+                Err(warning) => {
+                    start_warnings.push(warning);
+                    continue;
                 }
-                node = node.children.entry(c.as_bytes().to_vec()).or_default();
+            };
+            let mut node = &mut tree;
+            for c in components {
+                node = node.children.entry(c).or_default();
             }
-            if ok {
-                node.full = true;
-            }
+            node.full = true;
         }
         let mut walk = Walk {
             excludes,
             stack: Vec::new(),
             pending: None,
             start_warnings,
+            mounts: BTreeMap::new(),
         };
-        let dev = match std::fs::symlink_metadata(root) {
-            Ok(m) => m.dev(),
+        let dev = match platform::root_device(&root) {
+            Ok(d) => d,
             Err(e) => {
                 walk.start_warnings
                     .push(format!("cannot read {}: {e}", root.display()));
@@ -115,28 +121,23 @@ impl Walk {
         } else {
             Scope::Partial(tree.children)
         };
-        walk.pending = Some((root.to_path_buf(), Vec::new(), dev, scope));
+        walk.pending = Some((root, Vec::new(), dev, scope));
         walk
+    }
+
+    /// Reads the top-level name `name` from `path` instead of below the root: a backup
+    /// walks a volume's snapshot in place of the live volume this way.
+    pub fn mount(mut self, name: Vec<u8>, path: PathBuf) -> Self {
+        self.mounts.insert(name, path);
+        self
     }
 
     /// Lists and pushes a directory to enter; a failure becomes a warning.
     fn enter(&mut self, abs: PathBuf, rel: Vec<u8>, dev: u64, scope: Scope) -> Option<String> {
         let names = match &scope {
             Scope::Partial(children) => children.keys().cloned().collect(),
-            Scope::Full => match std::fs::read_dir(&abs) {
-                Ok(rd) => {
-                    let mut names = Vec::new();
-                    for e in rd {
-                        match e {
-                            Ok(e) => names.push(platform::os_bytes(&e.file_name()).to_vec()),
-                            Err(e) => {
-                                return Some(format!(
-                                    "cannot list {}: {e}; its contents are skipped",
-                                    abs.display()
-                                ));
-                            }
-                        }
-                    }
+            Scope::Full => match platform::list_dir(&abs) {
+                Ok(mut names) => {
                     names.sort();
                     names
                 }
@@ -179,7 +180,10 @@ impl Iterator for Walk {
                 continue;
             };
             frame.next += 1;
-            let abs = frame.abs.join(platform::bytes_os(&name));
+            let abs = match self.mounts.get(&name) {
+                Some(mounted) if frame.rel.is_empty() => mounted.clone(),
+                _ => platform::child_path(&frame.abs, &name),
+            };
             let mut rel = frame.rel.clone();
             if !rel.is_empty() {
                 rel.push(b'/');
@@ -187,7 +191,7 @@ impl Iterator for Walk {
             rel.extend_from_slice(&name);
             if self
                 .excludes
-                .is_excluded(platform::os_bytes(abs.as_os_str()))
+                .is_excluded(&platform::exclusion_key(&abs, &rel))
             {
                 continue;
             }
@@ -220,11 +224,12 @@ impl Iterator for Walk {
                 }
             };
             if meta.is_dir() {
-                let pseudo = meta.dev() != parent_dev && platform::is_pseudo_fs(&abs);
+                let dev = platform::device_of(&meta);
+                let pseudo = dev != parent_dev && platform::is_pseudo_fs(&abs);
                 if let Some(scope) = child_scope
                     && !pseudo
                 {
-                    self.pending = Some((abs.clone(), rel.clone(), meta.dev(), scope));
+                    self.pending = Some((abs.clone(), rel.clone(), dev, scope));
                 }
             } else if matches!(child_scope, Some(Scope::Partial(_))) {
                 return Some(WalkEvent::Warning(format!(
@@ -269,7 +274,11 @@ mod tests {
             fs::write(p, b"1").unwrap();
         }
         fs::write(root.join("home/ann/notes"), b"n").unwrap();
+        // Linux matches the absolute path, Windows the path below the walk's root.
+        #[cfg(unix)]
         let excludes = Excludes::new(&[format!("{}/home/*/.cache", root.display())]);
+        #[cfg(windows)]
+        let excludes = Excludes::for_windows(&[r"home\*\.cache"]);
         let walk = Walk::with_root(
             root,
             &["/srv/data".into(), "/home".into(), "/missing".into()],

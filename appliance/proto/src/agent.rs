@@ -169,6 +169,10 @@ pub struct CommitSnapshot {
     /// The images of an image backup (its plan is an image plan); empty for files.
     #[serde(default)]
     pub images: Vec<ImageInfo>,
+    /// True when the agent could not take a volume snapshot (VSS) and read the live files:
+    /// the console marks such a backup "without snapshot". Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_snapshot: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -200,4 +204,7 @@ pub struct SnapshotSummary {
     /// The images of an image snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageInfo>,
+    /// See [`CommitSnapshot::without_snapshot`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_snapshot: bool,
 }

@@ -163,6 +163,25 @@ fn check_list(field: &'static str, items: &[String]) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// What the default file plan leaves out on Windows machines (`/` there means every fixed
+/// volume). Patterns written the Windows way apply to Windows agents only, `/...` ones to
+/// Linux agents only, so one plan serves both; `*:` is any drive.
+pub const WINDOWS_DEFAULT_EXCLUDES: &[&str] = &[
+    r"C:\Windows",
+    r"*:\pagefile.sys",
+    r"*:\hiberfil.sys",
+    r"*:\swapfile.sys",
+    r"*:\System Volume Information",
+    r"*:\$Recycle.Bin",
+    r"*:\Users\*\AppData\Local\Temp",
+    r"*:\Users\*\AppData\Local\Microsoft\Windows\INetCache",
+    r"*:\Users\*\AppData\Local\Google\Chrome\User Data\*\Cache",
+    r"*:\Users\*\AppData\Local\Google\Chrome\User Data\*\Code Cache",
+    r"*:\Users\*\AppData\Local\Microsoft\Edge\User Data\*\Cache",
+    r"*:\Users\*\AppData\Local\Microsoft\Edge\User Data\*\Code Cache",
+    r"*:\Users\*\AppData\Local\Mozilla\Firefox\Profiles\*\cache2",
+];
+
 /// The default file plan of every new machine (product.md, "Default plans").
 pub fn default_file_plan() -> Plan {
     Plan {
@@ -197,6 +216,7 @@ pub fn default_file_plan() -> Plan {
                 "/lost+found",
             ]
             .into_iter()
+            .chain(WINDOWS_DEFAULT_EXCLUDES.iter().copied())
             .map(String::from)
             .collect(),
         },

@@ -260,8 +260,18 @@ pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || e.raw_os_error() == Some(nix::libc::ENOSPC)
-        || e.raw_os_error() == Some(nix::libc::EDQUOT)
+    ) || is_disk_full_code(e.raw_os_error())
+}
+
+#[cfg(unix)]
+fn is_disk_full_code(code: Option<i32>) -> bool {
+    code == Some(nix::libc::ENOSPC) || code == Some(nix::libc::EDQUOT)
+}
+
+// The store runs on the box (Linux); other systems build it only for the agent's sake.
+#[cfg(not(unix))]
+fn is_disk_full_code(_code: Option<i32>) -> bool {
+    false
 }
 
 /// Shorthand used across the crate.

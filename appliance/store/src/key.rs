@@ -7,6 +7,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
@@ -126,10 +127,11 @@ impl ChunkKey {
     /// Writes the key as hex to a new file with mode 0600, synced to disk. Refuses to
     /// overwrite an existing file: losing the key makes every digest unverifiable.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        opts.mode(0o600);
+        let mut f = opts
             .open(path)
             .map_err(|e| StoreError::io("cannot create chunk key file", path, e))?;
         f.write_all(format!("{}\n", self.to_hex()).as_bytes())

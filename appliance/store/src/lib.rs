@@ -99,6 +99,7 @@
 //!     source: "/home".into(),
 //!     host: "pc-1".into(),
 //!     images: Vec::new(),
+//!     without_snapshot: false,
 //! };
 //! commit_snapshot(&manifest, &store)?;
 //!

@@ -85,6 +85,10 @@ pub struct SnapshotManifest {
     /// The images of an image snapshot (empty for files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageInfo>,
+    /// True when the agent read live files because no volume snapshot (VSS) could be
+    /// taken: the files are not from one point in time. Absent (false) in older manifests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_snapshot: bool,
 }
 
 /// Checks a machine or snapshot id: 1 to 64 of `a-z 0-9 -`, not starting with '-'.

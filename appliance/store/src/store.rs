@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
+#[cfg(unix)]
 use nix::sys::stat::{UtimensatFlags, utimensat};
+#[cfg(unix)]
 use nix::sys::time::TimeSpec;
 
 use crate::catalog::ChunkSource;
@@ -270,6 +272,7 @@ impl ChunkStore {
 
     /// Flushes everything written to the store's file system (one `syncfs`). Call once at
     /// the end of a backup; `commit_snapshot` does.
+    #[cfg(unix)]
     pub fn sync(&self) -> Result<()> {
         let dir = fs::File::open(&self.root)
             .map_err(|e| StoreError::io("cannot open store", &self.root, e))?;
@@ -277,13 +280,31 @@ impl ChunkStore {
             .map_err(|e| StoreError::io("cannot sync the file system of", &self.root, e.into()))
     }
 
+    /// The store lives on the box (Linux); elsewhere (the Windows agent links this crate for
+    /// its catalogs) the per-file fsyncs are all there is.
+    #[cfg(not(unix))]
+    pub fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Bytes available to the store on its file system.
+    #[cfg(unix)]
     pub fn free_space(&self) -> Result<u64> {
         let st = nix::sys::statvfs::statvfs(&self.root)
             .map_err(|e| StoreError::io("cannot read free space of", &self.root, e.into()))?;
         #[allow(clippy::unnecessary_cast)] // the field types differ between targets
         let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
         Ok(free)
+    }
+
+    /// Not measured outside the box's Linux.
+    #[cfg(not(unix))]
+    pub fn free_space(&self) -> Result<u64> {
+        Err(StoreError::io(
+            "cannot read free space of",
+            &self.root,
+            std::io::Error::from(ErrorKind::Unsupported),
+        ))
     }
 
     pub(crate) fn tmp_path(&self, what: &str) -> PathBuf {
@@ -348,6 +369,20 @@ impl ChunkStore {
         self.touch(&self.chunk_path(digest))
     }
 
+    #[cfg(not(unix))]
+    fn touch(&self, path: &Path) -> Result<bool> {
+        let _guard = self.lock();
+        match fs::File::options().write(true).open(path) {
+            Ok(f) => f
+                .set_modified(SystemTime::now())
+                .map(|()| true)
+                .map_err(|e| StoreError::io("cannot touch chunk", path, e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("cannot touch chunk", path, e)),
+        }
+    }
+
+    #[cfg(unix)]
     fn touch(&self, path: &Path) -> Result<bool> {
         let _guard = self.lock();
         match utimensat(

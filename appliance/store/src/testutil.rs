@@ -91,6 +91,7 @@ pub(crate) fn prepare(
         source: "/home".into(),
         host: "pc-1".into(),
         images: Vec::new(),
+        without_snapshot: false,
     }
 }
 

@@ -237,6 +237,7 @@ pub fn summary(m: &SnapshotManifest) -> SnapshotSummary {
             stored_new_bytes: m.stats.stored_new_bytes,
         },
         images: m.images.clone(),
+        without_snapshot: m.without_snapshot,
     }
 }
 
@@ -284,6 +285,7 @@ async fn commit(
         source: req.source.clone(),
         host: m.hostname.clone(),
         images: req.images.clone(),
+        without_snapshot: req.without_snapshot,
     };
     let store = app.store.clone();
     let to_commit = manifest.clone();

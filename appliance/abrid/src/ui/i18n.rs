@@ -167,6 +167,9 @@ pub struct Texts {
     pub no_jobs: &'static str,
     pub snapshots: &'static str,
     pub no_snapshots: &'static str,
+    /// A backup read from live files because no volume snapshot (VSS) could be taken.
+    pub without_snapshot: &'static str,
+    pub without_snapshot_hint: &'static str,
     pub size: &'static str,
     pub changed: &'static str,
 }
@@ -326,6 +329,8 @@ pub static EN: Texts = Texts {
     no_jobs: "No job yet.",
     snapshots: "Backups",
     no_snapshots: "No backup yet.",
+    without_snapshot: "without snapshot",
+    without_snapshot_hint: "The agent could not take a volume snapshot (VSS): files were read while in use, not all from one point in time. See the job log.",
     size: "Size",
     changed: "Changed",
 };
@@ -485,6 +490,8 @@ pub static FR: Texts = Texts {
     no_jobs: "Aucune tâche pour l'instant.",
     snapshots: "Sauvegardes",
     no_snapshots: "Aucune sauvegarde pour l'instant.",
+    without_snapshot: "sans instantané",
+    without_snapshot_hint: "L'agent n'a pas pu prendre d'instantané de volume (VSS) : les fichiers ont été lus en cours d'utilisation, pas tous au même instant. Voir le journal de la tâche.",
     size: "Taille",
     changed: "Modifié",
 };

@@ -82,6 +82,7 @@ where
         sources.push(opened);
     }
     uniquify_names(&mut sources);
+    let without_snapshot = sources.iter().any(|s| s.live);
     sources.sort_by(|a, b| abri_store::path_cmp(a.name.as_bytes(), b.name.as_bytes()));
 
     let abort = Abort::default();
@@ -154,6 +155,7 @@ where
         source: job.source.clone(),
         stats: wire,
         images,
+        without_snapshot,
     };
     let snapshot = dest
         .commit(&commit)

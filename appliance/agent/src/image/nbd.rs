@@ -61,6 +61,8 @@ pub fn open(address: &str, bitmap: Option<&str>) -> io::Result<OpenedSource> {
         }),
         lvm: None,
         notes,
+        // The hypervisor decides what the export shows (a running disk or a snapshot).
+        live: false,
     })
 }
 

@@ -88,6 +88,9 @@ pub struct OpenedSource {
     pub lvm: Option<LvmSnapshot>,
     /// Something the job log should say (e.g. read without a snapshot).
     pub notes: Vec<String>,
+    /// Read while in use, without a snapshot (a block device that is not an LVM volume,
+    /// or one whose snapshot failed): the backup is marked "without snapshot".
+    pub live: bool,
 }
 
 /// Opens a selection.
@@ -117,6 +120,7 @@ fn open_path(path: &Path, job_tag: &str) -> io::Result<OpenedSource> {
             reader: Box::new(FileSource::new(file, true)?),
             lvm: None,
             notes,
+            live: false,
         });
     }
     if !devices::is_block_device(path) {
@@ -146,12 +150,21 @@ fn open_path(path: &Path, job_tag: &str) -> io::Result<OpenedSource> {
     }
     let file = File::open(&read_path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", read_path.display())))?;
+    let live = lvm.is_none();
+    if live {
+        notes.push(format!(
+            "{} is read while in use, without a snapshot: take it from a snapshot (LVM) for \
+             a consistent copy",
+            path.display()
+        ));
+    }
     Ok(OpenedSource {
         name,
         description: path.display().to_string(),
         reader: Box::new(FileSource::new(file, false)?),
         lvm,
         notes,
+        live,
     })
 }
 

@@ -468,3 +468,78 @@ pub fn set_times_fd(fd: BorrowedFd<'_>, atime_ns: i64, mtime_ns: i64) -> io::Res
     // SAFETY: valid descriptor and a two-element array.
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
 }
+
+// ---- what the walk needs (the Windows module has the same functions) ----
+
+/// The directory a walk of `root` starts from.
+pub fn walk_root(root: &Path) -> std::path::PathBuf {
+    root.to_path_buf()
+}
+
+/// The components of a plan's selection below the walk's root; a warning when skipped.
+pub fn selection_components(_root: &Path, sel: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for c in sel.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            return Err(format!("selection {sel:?} contains '..': skipped"));
+        }
+        out.push(c.as_bytes().to_vec());
+    }
+    Ok(out)
+}
+
+/// The device of the walk's root.
+pub fn root_device(root: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(root).map(|m| m.dev())
+}
+
+/// The device an object is on (a change below the root may mean a pseudo file system).
+pub fn device_of(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.dev()
+}
+
+/// The names in a directory, unsorted.
+pub fn list_dir(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        names.push(e?.file_name().as_bytes().to_vec());
+    }
+    Ok(names)
+}
+
+/// The path of `name` in directory `parent`.
+pub fn child_path(parent: &Path, name: &[u8]) -> std::path::PathBuf {
+    parent.join(bytes_os(name))
+}
+
+/// What exclusion rules are matched against: the absolute path.
+pub fn exclusion_key<'a>(abs: &'a Path, _rel: &[u8]) -> std::borrow::Cow<'a, [u8]> {
+    std::borrow::Cow::Borrowed(abs.as_os_str().as_bytes())
+}
+
+/// Volume snapshots for a backup: Linux reads live files (no snapshot is taken, and none
+/// is reported missing). Windows takes VSS snapshots here.
+pub struct VolumeSnapshots;
+
+impl VolumeSnapshots {
+    /// Nothing to take on Linux.
+    pub fn take(
+        _root: &Path,
+        _selections: &[String],
+        _counters: &crate::progress::Counters,
+    ) -> Self {
+        VolumeSnapshots
+    }
+
+    /// Top-level names to read from a snapshot instead of the live system: none.
+    pub fn mounts(&self) -> Vec<(Vec<u8>, std::path::PathBuf)> {
+        Vec::new()
+    }
+
+    /// True when a snapshot was wanted and could not be taken.
+    pub fn missing(&self) -> bool {
+        false
+    }
+}

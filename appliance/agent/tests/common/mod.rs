@@ -76,6 +76,7 @@ impl Destination for LocalBox {
             source: c.source.clone(),
             host: c.source.clone(),
             images: c.images.clone(),
+            without_snapshot: c.without_snapshot,
         };
         commit_snapshot(&manifest, &self.store)?;
         snaps.push(manifest);
@@ -93,6 +94,7 @@ impl Destination for LocalBox {
             full: c.full,
             stats: c.stats.clone(),
             images: c.images.clone(),
+            without_snapshot: c.without_snapshot,
         })
     }
 }

@@ -163,6 +163,8 @@ pub struct SnapshotRow {
     pub full: bool,
     /// Image snapshots: what they hold, e.g. `sda (gpt: 2 volumes)`; empty for files.
     pub images: String,
+    /// Read from live files: no volume snapshot could be taken.
+    pub without_snapshot: bool,
 }
 
 fn snapshot_row(m: &abri_store::SnapshotManifest) -> SnapshotRow {
@@ -186,6 +188,7 @@ fn snapshot_row(m: &abri_store::SnapshotManifest) -> SnapshotRow {
             .map(|i| format!("{} ({}, {})", i.name, i.table, human_bytes(i.size)))
             .collect::<Vec<_>>()
             .join(", "),
+        without_snapshot: m.without_snapshot,
     }
 }
 
