@@ -168,7 +168,9 @@ pub struct ImageSegments {
 }
 
 impl ImageSegments {
-    /// Segments of `info` (validated by the caller), stamped with `time_ns`.
+    /// Segments of `info` (validated by the caller), stamped with `time_ns`. Pass a time
+    /// that does not change between backups (the agent passes 0): an unchanged segment then
+    /// encodes to the same bytes and its catalog chunks dedupe against the previous image's.
     pub fn new(info: ImageInfo, time_ns: i64) -> Self {
         ImageSegments {
             info,

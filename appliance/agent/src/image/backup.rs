@@ -284,7 +284,6 @@ impl Reader<'_> {
                 changed.as_ref(),
                 prev_slots.as_mut(),
                 &mut catalog,
-                now_ns,
             )?;
             self.stats.images += 1;
             self.stats.bytes += size;
@@ -307,12 +306,12 @@ impl Reader<'_> {
         changed: Option<&Ranges>,
         mut prev: Option<&mut PreviousSlots<'_, S>>,
         catalog: &mut CatalogWriter,
-        now_ns: i64,
     ) -> Result<(), BackupError> {
         let chunk = u64::from(info.chunk_size);
         let size = info.size;
         let slots = size.div_ceil(chunk);
-        let mut segments = ImageSegments::new(info.clone(), now_ns);
+        // Segments carry no time: unchanged ones encode identically and dedupe.
+        let mut segments = ImageSegments::new(info.clone(), 0);
         let mut map_cursor = map.cursor();
         let mut changed_cursor = changed.map(Ranges::cursor);
         let mut buf = vec![0u8; (READ_BATCH * chunk) as usize];
