@@ -47,6 +47,6 @@ TEST_PARTS :=
 ## test: everything CI checks
 test: deps lint unit build system browser $(TEST_PARTS)
 
-## bench: Abri against restic and borg on ~3 GB of /usr (writes BENCHMARKS.md; not a test)
+## bench: Abri against restic and borg: ~3 GB of /usr, a ~2 GiB ext4 image (writes BENCHMARKS.md; not a test)
 bench:
 	python3 bench/run.py $(BENCH_ARGS)

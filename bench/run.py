@@ -2,16 +2,27 @@
 """`make bench`: Abri (abri-agent -> abrid over HTTPS on loopback) against restic and borg on
 the same real data, on the same machine, in one run. Not a test: it measures and reports.
 
-Steps, for every tool, on the same data:
+File scenario, for every tool, on the same tree (a sample of /usr):
   1. first backup          (data as gathered)
   2. unchanged re-run      (same data)
   3. re-run after change   (~1 % of the files rewritten in part, added, removed; seeded)
   4. full restore          (latest snapshot into an empty directory, then verified)
 
+Image scenario, for every tool, on the same ext4 image file (mke2fs -d from a sample of
+/usr, then files removed inside it so it has free, non-zero blocks):
+  1. first backup, 2. unchanged re-run,
+  3. re-run after ~1 % of the blocks rewritten in place as 64 KiB runs,
+  4. re-run after ~1 % rewritten as scattered 4 KiB blocks,
+  5. restore (verified: restic's and borg's byte for byte; Abri's with e2fsck and block by
+     block, free blocks excepted: Abri does not keep them);
+  then, Abri only, the image as a qcow2 behind qemu-nbd: a first backup of the export and a
+  re-run with a persistent dirty bitmap (only the marked blocks are read).
+
 Measured per step: wall time, throughput (data size / wall), CPU time (user+sys) and peak RSS
 of the client process (abri-agent / restic / borg, through /usr/bin/time), for Abri also the
 box's CPU time and peak RSS (VmHWM of abrid, reset before each step through
-/proc/PID/clear_refs), and the repository size after each backup.
+/proc/PID/clear_refs), and the repository size (and, for images, its growth) after each
+backup.
 
 Python 3 standard library only. See bench/README.md; results go to BENCHMARKS.md.
 """
@@ -19,13 +30,16 @@ Python 3 standard library only. See bench/README.md; results go to BENCHMARKS.md
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as dt
 import hashlib
 import http.cookiejar
+import itertools
 import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -42,7 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE = ROOT / "target" / "release"
+# cargo puts release binaries under $CARGO_TARGET_DIR (relative to the workspace) when set.
+RELEASE = (ROOT / os.environ.get("CARGO_TARGET_DIR", "target")) / "release"
 ABRID = RELEASE / "abrid"
 AGENT = RELEASE / "abri-agent"
 PROVISION = RELEASE / "abri-provision"
@@ -128,6 +143,10 @@ class Measure:
     ok: bool = True
     note: str = ""
     stdout: str = ""
+    report: dict | None = None  # abri-agent's --json output, parsed
+    growth_alloc: int | None = None  # repository growth over the previous backup step
+    growth_apparent: int | None = None
+    written: int | None = None  # bytes the change before this step wrote
 
     @property
     def cpu(self) -> float:
@@ -515,6 +534,7 @@ class Borg(Tool):
             "cd RESTORE && borg extract ::changed",
         ]
         self.last = ""
+        self.extract_args: list[str] = []
 
     def repo(self) -> Path:
         return self.work / "repo"
@@ -528,7 +548,8 @@ class Borg(Tool):
                                              str(self.data)], self.logs, env=self.env)
 
     def restore(self, target: Path) -> Measure:
-        return run_measured("borg-restore", ["borg", "extract", f"::{self.last}"], self.logs,
+        return run_measured("borg-restore", ["borg", "extract", *self.extract_args,
+                                             f"::{self.last}"], self.logs,
                             env=self.env, cwd=target)
 
 
@@ -542,8 +563,9 @@ class Abri(Tool):
     name = "abri"
     client = "abri-agent"
 
-    def __init__(self, *a):
+    def __init__(self, *a, plan: str = "files"):
         super().__init__(*a)
+        self.plan = plan
         self.state = self.work / "state"
         self.config = self.work / "agent.toml"
         self.https = free_port()
@@ -557,12 +579,21 @@ class Abri(Tool):
             "--no-mdns --mac 52:54:00:be:0c:01   # free loopback ports picked at start",
             "abri-provision activate https://127.0.0.1:PORT --fingerprint FP --claim-code CODE --json",
             "POST /api/v1/login; POST /api/v1/enrolment-tokens; "
-            "PUT /api/v1/plans/files {selections: [DATA], excludes: []}",
+            + ("PUT /api/v1/plans/files {selections: [DATA], excludes: []}" if plan == "files"
+               else "PUT /api/v1/plans/image {enabled: true, selections: [IMAGE]}"),
             "abri-agent --config CONFIG enroll --box https://127.0.0.1:PORT --token T "
             "--fingerprint FP --state-dir AGENT_STATE",
-            "abri-agent --config CONFIG --json backup --now",
-            "abri-agent --config CONFIG --json restore latest --to RESTORE",
         ]
+        if plan == "files":
+            self.commands += [
+                "abri-agent --config CONFIG --json backup --now",
+                "abri-agent --config CONFIG --json restore latest --to RESTORE",
+            ]
+        else:
+            self.commands += [
+                "abri-agent --config CONFIG --json backup --now --plan image",
+                "abri-agent --config CONFIG --json restore-image SNAPSHOT --to RESTORE/disk.img",
+            ]
 
     def repo(self) -> Path:
         return self.state / "store"
@@ -624,26 +655,51 @@ class Abri(Tool):
         password = json.loads(out)["password"]
         self.csrf = self._api("POST", "login", {"user": "admin", "password": password})["csrf_token"]
         token = self._api("POST", "enrolment-tokens", {"name": "bench", "days": 1})["token"]
-        plan = self._api("GET", "plans/files")
-        plan = {k: v for k, v in plan.items() if k not in ("id", "kind")}
-        plan["selections"] = [str(self.data)]
-        plan["excludes"] = []
-        self._api("PUT", "plans/files", plan)
+        if self.plan == "files":
+            self.edit_plan("files", selections=[str(self.data)], excludes=[])
+        else:
+            self.edit_plan(self.plan, enabled=True, selections=[str(self.data)])
         run_quiet([str(AGENT), "--config", str(self.config), "enroll", "--box", self.base,
                    "--token", token, "--fingerprint", fp, "--state-dir",
                    str(self.work / "agent-state")])
 
+    def edit_plan(self, plan_id: str, **changes) -> None:
+        plan = self._api("GET", f"plans/{plan_id}")
+        plan = {k: v for k, v in plan.items() if k not in ("id", "kind")}
+        plan.update(changes)
+        self._api("PUT", f"plans/{plan_id}", plan)
+
     def backup(self, step: str) -> Measure:
-        m = run_measured(f"abri-{step}", [str(AGENT), "--config", str(self.config), "--json",
-                                          "backup", "--now"], self.logs)
+        argv = [str(AGENT), "--config", str(self.config), "--json", "backup", "--now"]
+        if self.plan != "files":
+            argv += ["--plan", self.plan]
+        m = run_measured(f"abri-{step}", argv, self.logs)
         try:
             rep = json.loads(m.stdout)
+            m.report = rep
             s = rep["stats"]
-            m.note = (f"{s['files']} files, {s['reused_files']} not re-read, "
-                      f"{s['new_bytes'] / MIB:.1f} MiB new in {s['new_chunks']} chunks; "
-                      f"{rep.get('bytes_read', 0) / MIB:.1f} MiB read")
-        except (ValueError, KeyError) as e:
+            if self.plan == "files":
+                m.note = (f"{s['files']} files, {s['reused_files']} not re-read, "
+                          f"{s['new_bytes'] / MIB:.1f} MiB new in {s['new_chunks']} chunks; "
+                          f"{rep.get('bytes_read', 0) / MIB:.1f} MiB read")
+            else:
+                reads = ", ".join(i.get("read", "?") for i in rep["snapshot"]["images"])
+                m.note = (f"read {rep.get('bytes_read', 0) / MIB:.1f} MiB ({reads}); "
+                          f"{s['new_bytes'] / MIB:.1f} MiB new in {s['new_chunks']} chunks")
+                if s.get("reused_files"):
+                    m.note += f"; {s['reused_files']} slots taken unread from the previous image"
+        except (ValueError, KeyError, TypeError) as e:
             m.note = f"(report not parsed: {e})"
+        return m
+
+    def restore_image(self, snapshot: str, target: Path) -> Measure:
+        m = run_measured("abri-restore", [str(AGENT), "--config", str(self.config), "--json",
+                                          "restore-image", snapshot, "--to", str(target)],
+                         self.logs)
+        try:
+            m.report = json.loads(m.stdout)
+        except ValueError:
+            m.report = None
         return m
 
     def restore(self, target: Path) -> Measure:
@@ -740,14 +796,9 @@ def targets(res: dict) -> list[tuple[str, str, str]]:
 def render(ctx: dict) -> str:
     res, L = ctx["results"], []
     mi, ve, ds = ctx["machine"], ctx["versions"], ctx["data_stats"]
-    L.append("# Benchmarks")
-    L.append("")
-    L.append("Written by `make bench` (`bench/run.py`); rerun it to refresh this file. "
-             "Every number below comes from one run on one machine; nothing is rounded in "
-             "Abri's favour, and the targets of issue 3 are judged on the exact values.")
-    L.append("")
     quick = ctx["size_gb"] < 3
-    L.append(f"## Run of {ctx['date']}" + (" (quick run, smaller than the issue's ~3 GB)" if quick else ""))
+    L.append(f"## File mode: run of {ctx['date']}"
+             + (" (quick run, smaller than the issue's ~3 GB)" if quick else ""))
     L.append("")
     L.append(f"- machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['mem'] / 2**30:.1f} GiB RAM, "
              f"scratch disk {mi['disk']}, kernel {mi['kernel']}")
@@ -804,14 +855,14 @@ def render(ctx: dict) -> str:
         L.append(f"Abri's whole state directory (store + LMDB + TLS) at the end: "
                  f"{fmt_mib(a_alloc)} MiB du, {fmt_mib(a_app)} MiB apparent.")
     L.append("")
-    L.append("### Targets (issue 3, on 2 cores)")
+    L.append("### File-mode targets (issue 3, on 2 cores)")
     L.append("")
     L.append("| target | measured | verdict |")
     L.append("|---|---|---|")
     for t, d, v in targets(res):
         L.append(f"| {t} | {d} | **{v}** |")
     L.append("")
-    L.append("### Commands")
+    L.append("### File-mode commands")
     L.append("")
     L.append("```")
     for tool in ctx["tools"]:
@@ -824,11 +875,967 @@ def render(ctx: dict) -> str:
     return "\n".join(L)
 
 
+# --- image scenario ------------------------------------------------------------------------------
+#
+# One ext4 image file, made by mke2fs -d from a sample of /usr, with a share of its files
+# removed inside it (their data stays in the free blocks). Abri images it through the
+# "image" plan; restic and borg back up the same file. Then ~1 % of the image's blocks are
+# rewritten in place inside file data, once as 64 KiB runs and once as scattered 4 KiB
+# blocks, and every tool runs again. Last, the image is converted to qcow2 and served by
+# qemu-nbd: a first backup of the export, a change through qemu-io tracked by a persistent
+# dirty bitmap, and a re-run that reads only what the bitmap marks.
+
+IMAGE_STEPS = [
+    ("first", "first backup"),
+    ("unchanged", "unchanged re-run"),
+    ("extents", "re-run after 64 KiB runs rewritten"),
+    ("scattered", "re-run after scattered 4 KiB rewritten"),
+    ("restore", "restore"),
+]
+IMAGE_STEP_NAME = dict(IMAGE_STEPS)
+IMAGE_BACKUPS = [k for k, _ in IMAGE_STEPS if k != "restore"]
+NBD_STEPS = [
+    ("nbd-first", "NBD: first backup of the export"),
+    ("nbd-bitmap", "NBD: re-run with dirty bitmap"),
+    ("nbd-full", "NBD: same data, no bitmap"),
+]
+NBD_STEP_NAME = dict(NBD_STEPS)
+NBD_EXPORT = "bench-vm"
+BITMAP = "bm0"
+FS_BLOCK = 4096
+CHUNK_MODEL_KIB = (16, 32, 64, 128, 256, 1024)
+# Paths debugfs's command parser takes without quoting.
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._+@,=:/-]+$")
+# A leaf row of debugfs `ex -l`: level, entries, logical a - b, physical a - b, length, flags.
+EXTENT_ROW = re.compile(
+    r"^\s*\d+/\s*\d+\s+\d+/\s*\d+\s+\d+\s+-\s+\d+\s+(\d+)\s+-\s+(\d+)\s+(\d+)\s*(.*)$")
+
+
+def system_tool(exe: str) -> str:
+    """A tool that Debian installs in /usr/sbin, which a non-root PATH may lack."""
+    found = shutil.which(exe) or shutil.which(exe, path="/usr/sbin:/sbin")
+    if not found:
+        raise BenchError(f"{exe} is missing")
+    return found
+
+
+def store_chunk_bytes() -> int:
+    """CHUNK_BYTES of appliance/store/src/image.rs, for the report; the measured runs take
+    the chunk size the agent reports per image."""
+    text = (ROOT / "appliance" / "store" / "src" / "image.rs").read_text()
+    m = re.search(r"pub const CHUNK_BYTES: u32 = (\d+) \* 1024;", text)
+    if not m:
+        raise BenchError("CHUNK_BYTES not found in appliance/store/src/image.rs")
+    return int(m.group(1)) * 1024
+
+
+@dataclass
+class Ext4Info:
+    block_size: int
+    blocks: int
+    free_blocks: int
+    free: list[tuple[int, int]]  # byte ranges [start, end) of the free blocks, sorted
+
+    @property
+    def used_bytes(self) -> int:
+        return (self.blocks - self.free_blocks) * self.block_size
+
+    @property
+    def free_bytes(self) -> int:
+        return self.free_blocks * self.block_size
+
+
+def ext4_info(img: Path) -> Ext4Info:
+    """Block size, count and the free blocks of every group, from dumpe2fs."""
+    out = run_quiet([system_tool("dumpe2fs"), str(img)]).stdout
+    head: dict[str, int] = {}
+    free: list[tuple[int, int]] = []
+    for line in out.splitlines():
+        for key in ("Block size", "Block count", "Free blocks"):
+            if line.startswith(key + ":"):
+                head[key] = int(line.split(":", 1)[1])
+        if line.startswith("  Free blocks:"):
+            for part in line.split(":", 1)[1].split(","):
+                part = part.strip()
+                if part:
+                    a, _, b = part.partition("-")
+                    free.append((int(a), int(b or a) + 1))
+    if len(head) != 3:
+        raise BenchError(f"dumpe2fs {img}: no block size/count/free count in its output")
+    bs = head["Block size"]
+    free.sort()
+    merged: list[list[int]] = []
+    for a, b in free:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    counted = sum(b - a for a, b in merged)
+    if counted != head["Free blocks"]:
+        raise BenchError(f"dumpe2fs {img}: the groups list {counted} free blocks, the "
+                         f"superblock {head['Free blocks']}")
+    return Ext4Info(bs, head["Block count"], counted, [(a * bs, b * bs) for a, b in merged])
+
+
+def data_extents(img: Path, paths: list[str], work: Path) -> list[tuple[int, int]]:
+    """(first block, block count) of the initialised leaf extents of the given files, from
+    debugfs: the blocks that hold file data, where a rewrite keeps the file system sound."""
+    cmds = work / "extents.debugfs"
+    cmds.write_text("".join(f"ex -l /{p}\n" for p in paths))
+    out = run_quiet([system_tool("debugfs"), "-f", str(cmds), str(img)]).stdout
+    found = set()
+    for line in out.splitlines():
+        m = EXTENT_ROW.match(line)
+        if m and "Uninit" not in m.group(4):
+            first, last, count = int(m.group(1)), int(m.group(2)), int(m.group(3))
+            if count and last - first + 1 == count:
+                found.add((first, count))
+    return sorted(found)
+
+
+def nonzero_bytes(path: Path, ranges: list[tuple[int, int]], block: int = FS_BLOCK) -> int:
+    """Bytes of the non-zero `block`s inside the byte ranges of a file."""
+    zero = bytes(MIB)
+    total = 0
+    with open(path, "rb") as f:
+        for a, b in ranges:
+            pos = a
+            while pos < b:
+                f.seek(pos)
+                buf = f.read(min(MIB, b - pos))
+                if not buf:
+                    break
+                if buf != zero[:len(buf)]:
+                    mv = memoryview(buf)
+                    total += sum(len(mv[i:i + block]) for i in range(0, len(buf), block)
+                                 if mv[i:i + block] != zero[:len(mv[i:i + block])])
+                pos += len(buf)
+    return total
+
+
+def pick_runs(extents: list[tuple[int, int]], n_runs: int, run_blocks: int,
+              rng: random.Random, taken: set[int]) -> list[int]:
+    """First blocks of `n_runs` runs of `run_blocks` contiguous file-data blocks, uniform
+    over the data, starting at any 4 KiB block (not aligned to anything larger), never
+    overlapping each other or the blocks in `taken` (updated)."""
+    eligible = [(a, n) for a, n in extents if n >= run_blocks]
+    if not eligible:
+        raise BenchError(f"no file extent of {run_blocks} blocks in the image")
+    cum = list(itertools.accumulate(n - run_blocks + 1 for _, n in eligible))
+    out: list[int] = []
+    attempts = 0
+    while len(out) < n_runs and attempts < 100 * n_runs:
+        attempts += 1
+        r = rng.randrange(cum[-1])
+        i = bisect.bisect_right(cum, r)
+        a, _ = eligible[i]
+        start = a + r - (cum[i - 1] if i else 0)
+        blocks = range(start, start + run_blocks)
+        if any(b in taken for b in blocks):
+            continue
+        taken.update(blocks)
+        out.append(start)
+    if len(out) < n_runs:
+        raise BenchError(f"only {len(out)} of {n_runs} runs of {run_blocks} blocks found in "
+                         "the image's file data")
+    return sorted(out)
+
+
+def write_runs(img: Path, starts: list[int], run_blocks: int, rng: random.Random) -> int:
+    """Overwrites each run in place with random bytes; returns the bytes written."""
+    with open(img, "r+b") as f:
+        for s in starts:
+            f.seek(s * FS_BLOCK)
+            f.write(rng.randbytes(run_blocks * FS_BLOCK))
+        f.flush()
+        os.fsync(f.fileno())
+    return len(starts) * run_blocks * FS_BLOCK
+
+
+def chunks_touched(starts: list[int], run_blocks: int, chunk: int) -> int:
+    touched = set()
+    for s in starts:
+        a, b = s * FS_BLOCK, (s + run_blocks) * FS_BLOCK
+        touched.update(range(a // chunk, (b - 1) // chunk + 1))
+    return len(touched)
+
+
+def files_equal(a: Path, b: Path) -> tuple[bool, str]:
+    if not b.is_file():
+        return False, f"{b} not found"
+    if a.stat().st_size != b.stat().st_size:
+        return False, f"size {b.stat().st_size} != {a.stat().st_size}"
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        pos = 0
+        while True:
+            x, y = fa.read(4 * MIB), fb.read(4 * MIB)
+            if x != y:
+                i = next(k for k in range(min(len(x), len(y))) if x[k] != y[k])
+                return False, f"first difference at byte {pos + i:,}"
+            if not x:
+                return True, "byte-identical to the source"
+            pos += len(x)
+
+
+def compare_used(src: Path, dst: Path, free: list[tuple[int, int]]) -> tuple[int, int]:
+    """Compares dst with src outside the free ranges and checks dst is zero inside them.
+    Returns (differing bytes in used blocks, non-zero bytes of dst in free blocks), both
+    counted in 4 KiB blocks."""
+    size = src.stat().st_size
+    zero = bytes(FS_BLOCK)
+    used_diff = free_dirty = 0
+    fi = 0
+    window = 4 * MIB
+    with open(src, "rb") as fa, open(dst, "rb") as fb:
+        pos = 0
+        while pos < size:
+            x = bytearray(fa.read(window))
+            y = fb.read(window)
+            end = pos + len(x)
+            while fi < len(free) and free[fi][1] <= pos:
+                fi += 1
+            spans = []
+            j = fi
+            while j < len(free) and free[j][0] < end:
+                a, b = max(free[j][0], pos) - pos, min(free[j][1], end) - pos
+                x[a:b] = bytes(b - a)
+                spans.append((a, b))
+                j += 1
+            if x != y:
+                for k in range(0, len(x), FS_BLOCK):
+                    if x[k:k + FS_BLOCK] == y[k:k + FS_BLOCK]:
+                        continue
+                    in_free = any(a <= k < b for a, b in spans)
+                    if in_free and y[k:k + FS_BLOCK] != zero[:len(y[k:k + FS_BLOCK])]:
+                        free_dirty += FS_BLOCK
+                    elif not in_free:
+                        used_diff += FS_BLOCK
+            pos = end
+            if not x:
+                break
+    return used_diff, free_dirty
+
+
+class QemuNbd:
+    """qemu-nbd serving one qcow2 file read-only on a Unix socket, optionally exporting a
+    persistent dirty bitmap (-B)."""
+
+    def __init__(self, disk: Path, sock: Path, logs: Path, bitmap: str | None = None):
+        self.sock = sock
+        argv = [shutil.which("qemu-nbd") or "qemu-nbd", "--socket", str(sock), "--export-name",
+                NBD_EXPORT, "--format", "qcow2", "--read-only", "--persistent", "--shared", "4"]
+        if bitmap:
+            argv += ["--bitmap", bitmap]
+        argv.append(str(disk))
+        if sock.exists():
+            sock.unlink()
+        self.log = logs / f"qemu-nbd{'-' + bitmap if bitmap else ''}.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        LIVE.add(self.proc)
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if self.proc.poll() is not None:
+                raise BenchError(f"qemu-nbd exited with {self.proc.returncode}: "
+                                 f"{self.log.read_text()[-1000:]}")
+            if time.monotonic() > deadline:
+                raise BenchError("qemu-nbd did not create its socket within 30 s")
+            time.sleep(0.05)
+
+    def uri(self, bitmap: str | None = None) -> str:
+        return f"nbd+unix:///{NBD_EXPORT}?socket={self.sock}" + (
+            f"&bitmap={bitmap}" if bitmap else "")
+
+    def stop(self) -> None:
+        end_process(self.proc)
+
+
+def measured(o: Tool, label: str, fn) -> Measure:
+    """Runs one measured step of a tool with the box monitor around it; a failed step
+    becomes a Measure with ok=False and the first line of the error."""
+    mon = o.monitor()
+    if mon:
+        mon.start()
+    log(f"{o.name}: {label}")
+    try:
+        m = fn()
+    except BenchError as e:
+        if mon:
+            mon.stop(Measure())
+        log(f"{o.name}: {label} FAILED: {e}")
+        return Measure(ok=False, note=str(e).splitlines()[0][:200])
+    if mon:
+        mon.stop(m)
+    return m
+
+
+def build_image(args, sources: list[Path], work: Path) -> dict:
+    """The image file and what it holds."""
+    size = int(args.image_size_gb * 2**30) // MIB * MIB
+    tree = work / "tree"
+    tree.mkdir(parents=True)
+    fill = int(size * args.image_fill_pct / 100)
+    log(f"gathering ~{fill / MIB:.0f} MiB from {', '.join(map(str, sources))} into {tree}")
+    ds = gather(sources, tree, fill)
+    img = work / "disk.img"
+    t0 = time.monotonic()
+    run_quiet([system_tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", str(FS_BLOCK), "-L",
+               "abri-bench", "-d", str(tree), str(img), f"{size // 1024}k"])
+    log(f"mke2fs -d: {size / MIB:.0f} MiB image from {ds.bytes / MIB:.0f} MiB in {ds.files} "
+        f"files ({time.monotonic() - t0:.0f} s)")
+
+    # Remove a seeded share of the files' bytes inside the image: their blocks become free
+    # but keep their bytes.
+    sizes = {rel: (tree / rel).stat().st_size for rel in regular_files(tree)}
+    safe = sorted(rel for rel in sizes if SAFE_PATH.match(rel))
+    rng = random.Random(args.seed)
+    rng.shuffle(safe)
+    goal = sum(sizes.values()) * args.image_delete_pct / 100
+    removed: list[str] = []
+    removed_bytes = 0
+    for rel in safe:
+        if removed_bytes >= goal:
+            break
+        removed.append(rel)
+        removed_bytes += sizes[rel]
+    cmds = work / "rm.debugfs"
+    cmds.write_text("".join(f"rm /{rel}\n" for rel in removed))
+    debugfs = system_tool("debugfs")
+    p = run_quiet([debugfs, "-w", "-f", str(cmds), str(img)])
+    if "rm:" in p.stderr:
+        raise BenchError(f"debugfs rm failed: {p.stderr[-1000:]}")
+    e2fsck = system_tool("e2fsck")
+    fsck = subprocess.run([e2fsck, "-fn", str(img)], capture_output=True, text=True)
+    fixed = False
+    if fsck.returncode != 0:
+        # debugfs left something e2fsck wants to fix: fix it (not measured), then require clean.
+        subprocess.run([e2fsck, "-fy", str(img)], capture_output=True, text=True)
+        run_quiet([e2fsck, "-fn", str(img)])
+        fixed = True
+    kept = sorted(set(safe) - set(removed))
+    extents = data_extents(img, kept, work)
+    if not args.keep:
+        shutil.rmtree(tree)
+    info = ext4_info(img)
+    st = img.stat()
+    free_nonzero = nonzero_bytes(img, info.free)
+    data_blocks = sum(n for _, n in extents)
+    log(f"image: {size / MIB:.0f} MiB, used {info.used_bytes / MIB:.0f} MiB, free "
+        f"{info.free_bytes / MIB:.0f} MiB ({free_nonzero / MIB:.0f} MiB of it non-zero), "
+        f"allocated {st.st_blocks * 512 / MIB:.0f} MiB; {len(removed)} files removed "
+        f"({removed_bytes / MIB:.0f} MiB)")
+    return {"path": img, "size": size, "tree": ds, "removed": len(removed),
+            "removed_bytes": removed_bytes, "fsck_fixed": fixed, "ext4": info,
+            "allocated": st.st_blocks * 512, "free_nonzero": free_nonzero,
+            "extents": extents, "data_blocks": data_blocks}
+
+
+def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
+              logs: Path) -> tuple[str, list[str]]:
+    """The image scenario; returns its BENCHMARKS.md section and the failed steps."""
+    work = scratch / "image"
+    work.mkdir()
+    load_start = Path("/proc/loadavg").read_text().split()[0]
+    im = build_image(args, sources, work)
+    img, size = im["path"], im["size"]
+    total_blocks = size // FS_BLOCK
+    target_blocks = max(16, round(total_blocks * args.image_change_pct / 100))
+    taken: set[int] = set()
+
+    objs: dict[str, Tool] = {}
+    for t in tools:
+        w = work / t
+        w.mkdir()
+        if t == "abri":
+            objs[t] = Abri(w, img, logs, plan="image")
+        elif t == "restic":
+            objs[t] = Restic(w, img, logs)
+            objs[t].commands = [
+                "restic init --repository-version 2   # compression: auto (restic's default)",
+                "restic backup --host bench IMAGE",
+                "restic restore latest --target RESTORE   # 0.14 has no sparse restore",
+            ]
+        else:
+            b = Borg(w, img, logs, encryption=args.borg_encryption)
+            b.extract_args = ["--sparse"]
+            b.commands = [
+                f"borg init -e {args.borg_encryption}   # BORG_PASSPHRASE in the environment",
+                "borg create -C zstd,3 ::STEP IMAGE",
+                "cd RESTORE && borg extract --sparse ::scattered",
+            ]
+            objs[t] = b
+    # Every tool logs under its own name; keep the two scenarios' logs apart.
+    for o in objs.values():
+        o.logs = logs / "image"
+    (logs / "image").mkdir(exist_ok=True)
+    results: dict[str, dict[str, Measure]] = {t: {} for t in tools}
+    last: dict[str, tuple[int, int]] = {}
+    ctx: dict = {"results": results, "tools": tools, "image": im, "argv":
+                 "python3 bench/run.py " + " ".join(sys.argv[1:]), "logs": str(logs / "image"),
+                 "borg_enc": args.borg_encryption, "seed": args.seed, "sources":
+                 [str(s) for s in sources], "size_gb": args.image_size_gb,
+                 "commands": {t: o.commands for t, o in objs.items()}, "changes": {},
+                 "store_chunk": store_chunk_bytes(), "nbd": {}}
+
+    def backup(t: str, step: str, written: int | None) -> None:
+        o = objs[t]
+        m = measured(o, IMAGE_STEP_NAME.get(step) or NBD_STEP_NAME[step], lambda: o.backup(step))
+        if m.ok:
+            m.data_bytes = size
+            m.written = written
+            m.repo_alloc, m.repo_apparent = disk_usage(o.repo())
+            if t in last:
+                m.growth_alloc = m.repo_alloc - last[t][0]
+                m.growth_apparent = m.repo_apparent - last[t][1]
+            last[t] = (m.repo_alloc, m.repo_apparent)
+            log(f"{t}: {step}: {m.wall:.2f} s, cpu {m.cpu:.2f} s, rss {m.rss / MIB:.1f} MiB, "
+                f"repo {m.repo_alloc / MIB:.1f} MiB, growth "
+                f"{(m.growth_alloc or 0) / MIB:.1f} MiB {m.note}")
+        results[t][step] = m
+
+    def change(key: str, run_blocks: int, seed: int) -> int:
+        rng = random.Random(seed)
+        n_runs = max(1, round(target_blocks / run_blocks))
+        starts = pick_runs(im["extents"], n_runs, run_blocks, rng, taken)
+        written = write_runs(img, starts, run_blocks, rng)
+        ctx["changes"][key] = {"starts": starts, "run_blocks": run_blocks, "written": written,
+                               "seed": seed}
+        log(f"change {key}: {len(starts)} runs of {run_blocks * FS_BLOCK // 1024} KiB, "
+            f"{written / MIB:.1f} MiB written")
+        return written
+
+    for t in tools:
+        log(f"{t}: setup")
+        objs[t].setup()
+        last[t] = disk_usage(objs[t].repo())
+    for t in tools:
+        backup(t, "first", None)
+    for t in tools:
+        backup(t, "unchanged", 0)
+    written = change("extents", 16, args.seed + 1)
+    for t in tools:
+        backup(t, "extents", written)
+    written = change("scattered", 1, args.seed + 2)
+    for t in tools:
+        backup(t, "scattered", written)
+
+    # The change wrote file data only: the free blocks are those of the start.
+    info = ext4_info(img)
+    ctx["free_after"] = info
+    for t in tools:
+        o = objs[t]
+        target = work / "restore" / t
+        target.mkdir(parents=True)
+        if t == "abri":
+            out = target / "disk.img"
+            rep = results[t].get("scattered")
+            snap = (rep.report or {}).get("snapshot", {}).get("id", "latest") if rep else "latest"
+            m = measured(o, "restore", lambda: o.restore_image(snap, out))
+        else:
+            out = target / img.relative_to("/")
+            m = measured(o, "restore", lambda: o.restore(target))
+        m.data_bytes = size
+        if m.ok:
+            alloc = out.stat().st_blocks * 512 if out.is_file() else 0
+            if t == "abri":
+                fsck = subprocess.run([system_tool("e2fsck"), "-fn", str(out)],
+                                      capture_output=True, text=True)
+                used_diff, free_dirty = compare_used(img, out, info.free)
+                m.ok = fsck.returncode == 0 and used_diff == 0 and free_dirty == 0
+                m.note = (f"e2fsck -fn {'clean' if fsck.returncode == 0 else 'FAILED'}; "
+                          + ("every used block equal to the source, free blocks zero"
+                             if used_diff == 0 and free_dirty == 0 else
+                             f"{used_diff / MIB:.2f} MiB of used blocks differ, "
+                             f"{free_dirty / MIB:.2f} MiB non-zero in free blocks")
+                          + f"; {alloc / MIB:.0f} MiB allocated")
+                rr = (m.report or {}).get("report") or {}
+                if rr:
+                    m.note += (f"; {rr.get('chunks', 0):,} chunks fetched, "
+                               f"{rr.get('bytes_written', 0) / MIB:.1f} MiB written, "
+                               f"{rr.get('hole_bytes', 0) / MIB:.1f} MiB left as holes")
+            else:
+                ok, why = files_equal(img, out)
+                m.ok = ok
+                m.note = f"{why}; {alloc / MIB:.0f} MiB allocated"
+            if not m.ok:
+                m.note = "verify FAILED: " + m.note
+        results[t]["restore"] = m
+        log(f"{t}: restore: {m.wall:.2f} s, {m.note}")
+        if not args.keep:
+            shutil.rmtree(target, ignore_errors=True)
+
+    if "abri" in objs and not args.no_nbd:
+        run_nbd(args, objs["abri"], work, logs / "image", im, ctx, backup, target_blocks, taken)
+
+    if "abri" in objs:
+        ctx["abri_state"] = disk_usage(objs["abri"].state)
+    for o in objs.values():
+        o.stop()
+    ctx["date"] = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    ctx["machine"] = machine_info(scratch)
+    ctx["versions"] = versions()
+    ctx["load_start"] = load_start
+    ctx["load_end"] = Path("/proc/loadavg").read_text().split()[0]
+    section = render_image(ctx)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    failed = [f"image {t} {s}" for t in tools for s, _ in IMAGE_STEPS
+              if s not in results[t] or not results[t][s].ok]
+    if "abri" in objs and not args.no_nbd:
+        failed += [f"image abri {s}" for s, _ in NBD_STEPS
+                   if s not in results["abri"] or not results["abri"][s].ok]
+    return section, failed
+
+
+def run_nbd(args, abri: "Abri", work: Path, logs: Path, im: dict, ctx: dict, backup,
+            target_blocks: int, taken: set[int]) -> None:
+    """The dirty-bitmap steps (Abri only): the image as a qcow2 VM disk behind qemu-nbd."""
+    qcow = work / "vm.qcow2"
+    sock = work / "nbd.sock"
+    log("converting the image to qcow2")
+    run_quiet(["qemu-img", "convert", "-O", "qcow2", str(im["path"]), str(qcow)])
+    nbd = QemuNbd(qcow, sock, logs)
+    try:
+        abri.edit_plan("image", enabled=True, selections=[nbd.uri()])
+        backup("abri", "nbd-first", None)
+    finally:
+        nbd.stop()
+    # The hypervisor starts tracking writes after the backup; then the guest writes.
+    run_quiet(["qemu-img", "bitmap", "--add", "--enable", str(qcow), BITMAP])
+    rng = random.Random(args.seed + 3)
+    starts = pick_runs(im["extents"], target_blocks, 1, rng, taken)
+    pattern = work / "pattern.bin"
+    pattern.write_bytes(rng.randbytes(FS_BLOCK))
+    argv = ["qemu-io", "-f", "qcow2"]
+    for s in starts:
+        argv += ["-c", f"write -q -s {pattern} {s * FS_BLOCK} {FS_BLOCK}"]
+    run_quiet(argv + [str(qcow)])
+    qinfo = json.loads(run_quiet(["qemu-img", "info", "--output=json", str(qcow)]).stdout)
+    bitmaps = qinfo.get("format-specific", {}).get("data", {}).get("bitmaps", [])
+    gran = next((b.get("granularity") for b in bitmaps if b.get("name") == BITMAP), None)
+    if not gran:
+        raise BenchError(f"qemu-img info {qcow}: no bitmap {BITMAP}: {bitmaps}")
+    ctx["nbd"] = {"starts": starts, "written": len(starts) * FS_BLOCK, "granularity": gran,
+                  "granules": chunks_touched(starts, 1, gran), "seed": args.seed + 3}
+    log(f"qemu-io: {len(starts)} scattered 4 KiB writes; bitmap granularity {gran // 1024} KiB, "
+        f"{ctx['nbd']['granules']} granules dirty")
+    nbd = QemuNbd(qcow, sock, logs, bitmap=BITMAP)
+    try:
+        abri.edit_plan("image", enabled=True, selections=[nbd.uri(BITMAP)])
+        backup("abri", "nbd-bitmap", len(starts) * FS_BLOCK)
+        abri.edit_plan("image", enabled=True, selections=[nbd.uri()])
+        backup("abri", "nbd-full", 0)
+    finally:
+        nbd.stop()
+    # The bitmap run's snapshot must restore to the disk as it now is (used blocks).
+    m = ctx["results"]["abri"].get("nbd-bitmap")
+    if m is not None and m.ok and m.report:
+        raw = work / "vm.raw"
+        run_quiet(["qemu-img", "convert", "-O", "raw", str(qcow), str(raw)])
+        out = work / "vm-restored.raw"
+        run_quiet([str(AGENT), "--config", str(abri.config), "--json", "restore-image",
+                   m.report["snapshot"]["id"], "--to", str(out)])
+        used_diff, free_dirty = compare_used(raw, out, ext4_info(raw).free)
+        fsck = subprocess.run([system_tool("e2fsck"), "-fn", str(out)], capture_output=True)
+        good = used_diff == 0 and free_dirty == 0 and fsck.returncode == 0
+        ctx["nbd"]["verified"] = good
+        m.note += ("; its restore: e2fsck clean, used blocks equal to the disk" if good else
+                   f"; its restore DIFFERS: {used_diff} B in used blocks, {free_dirty} B "
+                   f"non-zero in free blocks, e2fsck rc {fsck.returncode}")
+        m.ok = good
+        for f in (raw, out):
+            f.unlink(missing_ok=True)
+
+
+def image_targets(ctx: dict) -> list[tuple[str, str, str]]:
+    """(target, detail, verdict) for each image target of issue 4; exact values."""
+    res = ctx["results"]
+    a, r = res.get("abri", {}), res.get("restic", {})
+    if not a or not r:
+        return [("all targets", "need both abri and restic results", "not measured")]
+    out = []
+    for key, label in IMAGE_STEPS:
+        if key in a and key in r and a[key].ok and r[key].ok:
+            lim = r[key].wall / 2
+            out.append((f"{label}: wall ≤ ½ restic's",
+                        f"{a[key].wall:.2f} s vs limit {lim:.2f} s (restic {r[key].wall:.2f} s; "
+                        f"{a[key].wall / r[key].wall:.2f}× restic)",
+                        "met" if a[key].wall <= lim else "not met"))
+        else:
+            out.append((f"{label}: wall ≤ ½ restic's", "step failed", "not met"))
+    for key in IMAGE_BACKUPS:
+        if key in a and key in r and a[key].repo_alloc is not None and r[key].repo_alloc is not None:
+            out.append((f"stored size after {IMAGE_STEP_NAME[key]} ≤ restic's (du)",
+                        f"{fmt_mib(a[key].repo_alloc)} MiB vs {fmt_mib(r[key].repo_alloc)} MiB",
+                        "met" if a[key].repo_alloc <= r[key].repo_alloc else "not met"))
+    k = "scattered"
+    if k in a and k in r and a[k].growth_alloc is not None and r[k].growth_alloc is not None:
+        lim = r[k].growth_alloc / 2
+        out.append(("growth after scattered 4 KiB ≤ ½ restic's",
+                    f"{fmt_mib(a[k].growth_alloc)} MiB vs limit {fmt_mib(int(lim))} MiB "
+                    f"(restic {fmt_mib(r[k].growth_alloc)} MiB)",
+                    "met" if a[k].growth_alloc <= lim else "not met"))
+    else:
+        out.append(("growth after scattered 4 KiB ≤ ½ restic's", "step failed", "not met"))
+    nb = ctx.get("nbd") or {}
+    m = a.get("nbd-bitmap")
+    if nb and m is not None and m.report:
+        read = m.report.get("bytes_read", 0)
+        chunk = m.report["snapshot"]["images"][0]["chunk_size"]
+        gran = nb["granularity"]
+        # the agent reads whole chunk slots: the dirty granules rounded out to chunks
+        step = max(chunk, gran)
+        lim = chunks_touched(nb["starts"], 1, step) * step
+        out.append(("dirty-bitmap re-run reads only the changed blocks",
+                    f"{read / MIB:.2f} MiB read; {nb['written'] / MIB:.2f} MiB written in "
+                    f"{len(nb['starts'])} blocks, {nb['granules']} dirty {gran // 1024} KiB "
+                    f"granules = {lim / MIB:.2f} MiB of {step // 1024} KiB slots",
+                    "met" if m.ok and read <= lim else "not met"))
+    elif not ctx.get("nbd"):
+        out.append(("dirty-bitmap re-run reads only the changed blocks", "not run", "not measured"))
+    return out
+
+
+def render_image(ctx: dict) -> str:
+    res, L = ctx["results"], []
+    mi, ve, im = ctx["machine"], ctx["versions"], ctx["image"]
+    info: Ext4Info = im["ext4"]
+    size = im["size"]
+    quick = size < 2 * 2**30
+    L.append(f"## Image mode: run of {ctx['date']}"
+             + (" (quick run, smaller than the issue's ~2 GiB)" if quick else ""))
+    L.append("")
+    L.append(f"- machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['mem'] / 2**30:.1f} GiB RAM, "
+             f"scratch disk {mi['disk']}, kernel {mi['kernel']}")
+    L.append(f"- load average (1 min) at start {ctx['load_start']}, at end {ctx['load_end']}"
+             " (other work on the machine shares its CPUs; the load at the start of each step "
+             "is in the table)")
+    L.append(f"- versions: {ve['restic']}; {ve['borg']}; abri {ve['abri']} ({ve['rustc']}, "
+             "release profile); qemu-nbd/qemu-io from "
+             + subprocess.run(["qemu-img", "--version"], capture_output=True,
+                              text=True).stdout.splitlines()[0])
+    ds = im["tree"]
+    holes = size - im["allocated"]
+    L.append(f"- image: {size / MIB:,.0f} MiB ext4 file, 4 KiB blocks, made with `mke2fs -t ext4 "
+             f"-b 4096 -d TREE` from {ds.bytes / MIB:,.0f} MiB in {ds.files:,} files sampled from "
+             f"{', '.join(ctx['sources'])} (`--image-size-gb {ctx['size_gb']}`); then "
+             f"{im['removed']:,} files ({im['removed_bytes'] / MIB:,.0f} MiB) removed inside it "
+             f"with `debugfs -w rm` (seed {ctx['seed']})"
+             + ("; e2fsck -fy had to repair it after that" if im["fsck_fixed"] else
+                "; e2fsck -fn clean after that"))
+    L.append(f"- file system: {info.used_bytes / MIB:,.1f} MiB in used blocks, "
+             f"{info.free_bytes / MIB:,.1f} MiB free, of which {im['free_nonzero'] / MIB:,.1f} "
+             f"MiB non-zero (the removed files' data, which restic and borg store and Abri does "
+             f"not); the sparse image file allocates {im['allocated'] / MIB:,.1f} MiB "
+             f"({holes / MIB:,.1f} MiB of holes never written)")
+    chunk = ctx["store_chunk"]
+    for key, what in (("extents", "64 KiB runs (16 contiguous blocks)"),
+                      ("scattered", "scattered single 4 KiB blocks")):
+        ch = ctx["changes"].get(key)
+        if not ch:
+            continue
+        blocks = len(ch["starts"]) * ch["run_blocks"]
+        L.append(f"- change `{key}` (seed {ch['seed']}): {len(ch['starts']):,} {what} "
+                 f"rewritten in place with random bytes inside file data = "
+                 f"{ch['written'] / MIB:,.2f} MiB, {blocks / (size // FS_BLOCK):.2%} of the "
+                 f"image's blocks ({blocks * FS_BLOCK / info.used_bytes:.2%} of the used ones); "
+                 f"starts at any 4 KiB block, so they touch "
+                 f"{chunks_touched(ch['starts'], ch['run_blocks'], chunk):,} image chunks of "
+                 f"{chunk // 1024} KiB")
+    L.append("- page cache: warm (the image was just written); every tool reads the same file "
+             "in the same state; `sync` before every step")
+    L.append("- compression: restic `auto` (zstd); borg `zstd,3` with its default chunker "
+             "(buzhash, ~2 MiB chunks); Abri zstd level 3 on fixed "
+             f"{chunk // 1024} KiB chunks")
+    L.append(f"- encryption: restic AES-256/Poly1305; borg `{ctx['borg_enc']}`; Abri HTTPS on "
+             "loopback, keyed BLAKE3 chunk digests")
+    L.append("- restore: Abri `restore-image` writes a sparse file; borg `extract --sparse`; "
+             "restic 0.14 writes every byte (it has no sparse restore)")
+    L.append("")
+    L.append("| step | tool | wall s | MiB/s | client CPU s | box CPU s | client peak RSS MiB | "
+             "box peak RSS MiB | stored MiB (du) | growth MiB (du) | growth ÷ written | load | "
+             "notes |")
+    L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+    rows = [(k, lbl, ctx["tools"]) for k, lbl in IMAGE_STEPS]
+    if ctx.get("nbd"):
+        rows += [(k, lbl, ["abri"]) for k, lbl in NBD_STEPS]
+    for key, label, tools in rows:
+        for tool in tools:
+            m = res.get(tool, {}).get(key)
+            if m is None:
+                L.append(f"| {label} | {tool} | failed or not run | | | | | | | | | | |")
+                continue
+            thr = m.data_bytes / MIB / m.wall if m.wall else 0
+            box_cpu = "—" if m.box_cpu is None else f"{m.box_cpu:.2f}"
+            box_rss = "—" if m.box_rss is None else fmt_mib(m.box_rss) + ("" if m.box_rss_exact else "*")
+            growth = "—" if m.growth_alloc is None else fmt_mib(m.growth_alloc)
+            ratio = ("—" if m.growth_alloc is None or not m.written
+                     else f"{m.growth_alloc / m.written:.1f}×")
+            note = m.note.replace("|", "/")
+            if not m.ok:
+                note = "**FAILED** " + note
+            L.append(f"| {label} | {tool} | {m.wall:.2f} | {thr:,.1f} | {m.cpu:.2f} | {box_cpu} | "
+                     f"{m.rss / MIB:.1f} | {box_rss} | {fmt_mib(m.repo_alloc)} | {growth} | "
+                     f"{ratio} | {m.load} | {note} |")
+    L.append("")
+    L.append("Throughput = image size / wall time. Stored = Abri's `STATE/store`, restic's and "
+             "borg's repository directory, after the step (allocated bytes); growth = stored "
+             "after the step minus stored before it (the first backup's growth counts from the "
+             "freshly initialised repository); growth ÷ written = growth / bytes the change "
+             "rewrote. Client and box columns as in the file-mode table. Abri's restore is "
+             "checked with `e2fsck -fn` and by comparing it with the source block by block: "
+             "every used block must be equal and every free block zero — **the bytes in free "
+             "blocks differ from the source by design**: Abri does not keep free blocks "
+             "(the removed files' data above), so its restore is not byte-identical to the "
+             "source file, while restic's and borg's must be and are compared with the source "
+             "byte for byte.")
+    if ctx.get("nbd"):
+        nb = ctx["nbd"]
+        L.append("")
+        L.append(f"NBD steps (Abri only; restic and borg have no changed-block tracking): the "
+                 f"image (as changed above) converted with `qemu-img convert -O qcow2` and "
+                 f"served by `qemu-nbd --read-only --shared 4 --export-name {NBD_EXPORT}` on a "
+                 f"Unix socket. After the first backup of the export, `qemu-img bitmap --add "
+                 f"--enable vm.qcow2 {BITMAP}` (granularity {nb['granularity'] // 1024} KiB), "
+                 f"then `qemu-io` wrote {len(nb['starts']):,} scattered 4 KiB blocks of file "
+                 f"data (seed {nb['seed']}, {nb['written'] / MIB:.2f} MiB, {nb['granules']:,} "
+                 f"dirty granules), and qemu-nbd served the bitmap (`-B {BITMAP}`) for "
+                 f"`nbd+unix:///{NBD_EXPORT}?socket=PATH&bitmap={BITMAP}`. The last row backs "
+                 "up the same data without the bitmap, for comparison. The export's image has a new "
+                 "name (the export's), so its first backup has no previous image to compare "
+                 "with: it reads every used block, but its chunks are already on the box from "
+                 "the image-file backups, so the box stores next to nothing. The bitmap run's "
+                 "snapshot was restored and compared with the disk (used blocks) — see its note. "
+                 "qemu-nbd's own CPU is not counted.")
+    if ctx.get("abri_state"):
+        a_alloc, a_app = ctx["abri_state"]
+        L.append("")
+        L.append(f"Abri's whole state directory (store + LMDB + TLS) at the end: "
+                 f"{fmt_mib(a_alloc)} MiB du, {fmt_mib(a_app)} MiB apparent.")
+    L.append("")
+    L.append("### Chunk size: what the measured growth says")
+    L.append("")
+    L.extend(chunk_model(ctx))
+    L.append("")
+    L.append("### Image-mode targets (issue 4, on 2 cores)")
+    L.append("")
+    L.append("| target | measured | verdict |")
+    L.append("|---|---|---|")
+    for t, d, v in image_targets(ctx):
+        L.append(f"| {t} | {d} | **{v}** |")
+    L.append("")
+    L.append("### Image-mode commands")
+    L.append("")
+    L.append("```")
+    L.append(f"mke2fs -q -F -t ext4 -b 4096 -L abri-bench -d TREE IMAGE {size // 1024}k")
+    L.append("debugfs -w -f RM_COMMANDS IMAGE   # rm /PATH per removed file")
+    for tool in ctx["tools"]:
+        for c in ctx["commands"].get(tool, []):
+            L.append(c)
+    if ctx.get("nbd"):
+        L.append("qemu-img convert -O qcow2 IMAGE vm.qcow2")
+        L.append(f"qemu-nbd --socket SOCK --export-name {NBD_EXPORT} --format qcow2 --read-only "
+                 "--persistent --shared 4 vm.qcow2")
+        L.append(f"qemu-img bitmap --add --enable vm.qcow2 {BITMAP}")
+        L.append("qemu-io -f qcow2 -c 'write -q -s PATTERN OFFSET 4096' ... vm.qcow2")
+        L.append(f"qemu-nbd ... --bitmap {BITMAP} vm.qcow2   # plan selection "
+                 f"nbd+unix:///{NBD_EXPORT}?socket=SOCK&bitmap={BITMAP}")
+    L.append("```")
+    L.append("")
+    L.append(f"Run with: `{ctx['argv']}`. Logs of every step: `{ctx['logs']}`.")
+    L.append("")
+    return "\n".join(L)
+
+
+def chunk_model(ctx: dict) -> list[str]:
+    """Chunks touched by the measured changes at other chunk sizes. Only 64 KiB is measured
+    (the store's chunk size is a constant); the other rows are computed from the same write
+    offsets, scaled by the compression Abri achieved at 64 KiB."""
+    L: list[str] = []
+    a = ctx["results"].get("abri", {})
+    chunk = ctx["store_chunk"]
+    used = ctx["image"]["ext4"].used_bytes
+    ch = ctx["changes"]
+    if "scattered" not in ch or "extents" not in ch:
+        return ["Not computed: a change step did not run."]
+    touched = {k: {c: chunks_touched(ch[k]["starts"], ch[k]["run_blocks"], c * 1024)
+                   for c in CHUNK_MODEL_KIB} for k in ("extents", "scattered")}
+    factor = {}
+    for k in ("extents", "scattered"):
+        m = a.get(k)
+        raw = touched[k][chunk // 1024] * chunk
+        factor[k] = (m.growth_alloc / raw) if m and m.ok and m.growth_alloc and raw else None
+    L.append(f"Only the store's chunk size ({chunk // 1024} KiB, `CHUNK_BYTES` in "
+             "appliance/store/src/image.rs) is measured; it is a compile-time constant, so "
+             "other sizes are not run. The rows below count, from the same write offsets, the "
+             "chunks each change touches at other sizes; the modelled growth is touched × "
+             "chunk size × the stored/raw ratio Abri measured at "
+             f"{chunk // 1024} KiB for that change "
+             + ", ".join(f"`{k}` {factor[k]:.2f}" for k in factor if factor[k] is not None)
+             + " (compression of the unchanged part of each chunk, plus the catalog). Index "
+             "entries = used bytes / chunk size (one digest per non-zero chunk).")
+    L.append("")
+    L.append("| chunk KiB | index entries | `extents`: chunks touched | modelled growth MiB | "
+             "÷ written | `scattered`: chunks touched | modelled growth MiB | ÷ written |")
+    L.append("|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for c in CHUNK_MODEL_KIB:
+        cells = [f"{c}{' (measured)' if c * 1024 == chunk else ''}", f"{used // (c * 1024):,}"]
+        for k in ("extents", "scattered"):
+            n = touched[k][c]
+            if c * 1024 == chunk and a.get(k) and a[k].growth_alloc is not None:
+                g = a[k].growth_alloc
+            elif factor[k] is not None:
+                g = n * c * 1024 * factor[k]
+            else:
+                g = None
+            cells += [f"{n:,}", "—" if g is None else f"{g / MIB:,.1f}",
+                      "—" if g is None else f"{g / ch[k]['written']:.1f}×"]
+        L.append("| " + " | ".join(cells) + " |")
+    r = ctx["results"].get("restic", {}).get("scattered")
+    if r is not None and r.growth_alloc is not None:
+        L.append("")
+        L.append(f"For comparison, restic grew {fmt_mib(r.growth_alloc)} MiB "
+                 f"({r.growth_alloc / ch['scattered']['written']:.1f}× written) after the "
+                 "scattered change: its content-defined chunks average ~1 MiB.")
+    return L
+
+
+# --- BENCHMARKS.md ---------------------------------------------------------------------------------
+
+INTRO = ("Written by `make bench` (`bench/run.py`); rerun it to refresh this file (a run of one "
+         "scenario replaces only its section). Every number below comes from one run on one "
+         "machine; nothing is rounded in Abri's favour, and the targets of issue 3 (file mode) "
+         "and issue 4 (image mode) are judged on the exact values.")
+
+
+def write_section(out: Path, key: str, text: str) -> None:
+    """Replaces the section `key` of BENCHMARKS.md (between <!-- bench:KEY --> markers),
+    keeping the others. A file written before the markers existed is taken as the file-mode
+    section."""
+    sections: dict[str, str] = {}
+    if out.is_file():
+        old = out.read_text()
+        found = re.findall(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->", old, re.S)
+        if found:
+            sections = {k: v.rstrip() + "\n" for k, v in found}
+        elif "\n## " in old:
+            body = old[old.index("\n## ") + 1:]
+            body = body.replace("## Run of", "## File mode: run of", 1)
+            body = body.replace("### Targets (issue 3", "### File-mode targets (issue 3", 1)
+            body = body.replace("### Commands", "### File-mode commands", 1)
+            sections["files"] = body.rstrip() + "\n"
+    sections[key] = text.rstrip() + "\n"
+    parts = ["# Benchmarks", "", INTRO, ""]
+    for k in ("files", "image", *sorted(set(sections) - {"files", "image"})):
+        if k in sections:
+            parts += [f"<!-- bench:{k} -->", sections[k] + f"<!-- /bench:{k} -->", ""]
+    out.write_text("\n".join(parts))
+
+
+# --- the file scenario -------------------------------------------------------------------------
+
+def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
+              logs: Path) -> tuple[str, list[str]]:
+    """The file scenario; returns its BENCHMARKS.md section and the failed steps."""
+    cap = int(args.size_gb * 1e9)
+    argv = "python3 bench/run.py " + " ".join(sys.argv[1:])
+    data = scratch / "data"
+    data.mkdir(parents=True)
+    load_start = Path("/proc/loadavg").read_text().split()[0]
+
+    log(f"gathering ~{args.size_gb} GB from {', '.join(map(str, sources))} into {data}")
+    t0 = time.monotonic()
+    ds = gather(sources, data, cap)
+    log(f"data: {ds.bytes / MIB:.1f} MiB, {ds.files} files, {ds.dirs} dirs, "
+        f"{ds.symlinks} symlinks ({time.monotonic() - t0:.0f} s)")
+    full_verify = args.verify == "full" or (args.verify == "auto" and ds.bytes < 1e9)
+
+    classes = {"abri": Abri, "restic": Restic, "borg": Borg}
+    objs: dict[str, Tool] = {}
+    for t in tools:
+        w = scratch / t
+        w.mkdir()
+        objs[t] = (Borg(w, data, logs, encryption=args.borg_encryption) if t == "borg"
+                   else classes[t](w, data, logs))
+    results: dict[str, dict[str, Measure]] = {t: {} for t in tools}
+    ctx = {"results": results, "tools": tools, "size_gb": args.size_gb, "seed": args.seed,
+           "sources": [str(s) for s in sources], "data_stats": ds, "argv": argv,
+           "logs": str(logs), "borg_enc": args.borg_encryption,
+           "commands": {t: o.commands for t, o in objs.items()}}
+
+    def measure_backup(t: str, step: str, size: int) -> None:
+        o = objs[t]
+        m = measured(o, STEP_NAME[step], lambda: o.backup(step))
+        if m.ok:
+            m.data_bytes = size
+            m.repo_alloc, m.repo_apparent = disk_usage(o.repo())
+            log(f"{t}: {STEP_NAME[step]}: {m.wall:.2f} s, cpu {m.cpu:.2f} s, rss "
+                f"{m.rss / MIB:.1f} MiB, repo {m.repo_alloc / MIB:.1f} MiB {m.note}")
+        results[t][step] = m
+
+    for t in tools:
+        log(f"{t}: setup")
+        objs[t].setup()
+    for t in tools:
+        measure_backup(t, "first", ds.bytes)
+        measure_backup(t, "unchanged", ds.bytes)
+
+    log(f"changing ~{args.change_pct} % of the files (seed {args.seed})")
+    ctx["change"] = modify(data, args.change_pct, args.seed)
+    after = tree_stats(data)
+    ctx["data_after"] = after
+    log(f"change: {ctx['change']}")
+
+    hashes: dict[str, str] = {}
+    for t in tools:
+        measure_backup(t, "changed", after.bytes)
+    for t in tools:
+        o = objs[t]
+        target = scratch / "restore" / t
+        target.mkdir(parents=True)
+        m = measured(o, "full restore", lambda: o.restore(target))
+        if m.ok:
+            m.data_bytes = after.bytes
+            ok, summary = verify(data, target / data.relative_to("/"), full_verify,
+                                 args.seed, hashes)
+            m.ok = ok
+            m.note = ("verified: " if ok else "verify FAILED: ") + summary
+        results[t]["restore"] = m
+        log(f"{t}: full restore: {m.wall:.2f} s, {m.note}")
+        if not args.keep:
+            t1 = time.monotonic()
+            shutil.rmtree(target, ignore_errors=True)
+            log(f"removed {target} ({time.monotonic() - t1:.0f} s)")
+    if "abri" in objs:
+        ctx["abri_state"] = disk_usage(objs["abri"].state)
+    for o in objs.values():
+        o.stop()
+
+    ctx["date"] = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    ctx["machine"] = machine_info(scratch)
+    ctx["versions"] = versions()
+    ctx["load_start"] = load_start
+    ctx["load_end"] = Path("/proc/loadavg").read_text().split()[0]
+    section = render(ctx)
+    if not args.keep:
+        for d in ["data", "restore", *tools]:
+            shutil.rmtree(scratch / d, ignore_errors=True)
+        log(f"removed the file scenario's data and repositories; logs stay in {logs}")
+    failed = [f"files {t} {s}" for t in tools for s, _ in STEPS
+              if s not in results[t] or not results[t][s].ok]
+    return section, failed
+
+
 # --- main --------------------------------------------------------------------------------------
 
-def ensure_tools() -> None:
-    need = [pkg for pkg, exe in (("restic", "restic"), ("borgbackup", "borg"), ("time", TIME))
-            if not shutil.which(exe)]
+def ensure_tools(image: bool) -> None:
+    wanted = [("restic", "restic"), ("borgbackup", "borg"), ("time", TIME)]
+    if image:
+        wanted += [("e2fsprogs", exe) for exe in ("mke2fs", "debugfs", "dumpe2fs", "e2fsck")]
+        wanted += [("qemu-utils", exe) for exe in ("qemu-img", "qemu-nbd", "qemu-io")]
+    need = sorted({pkg for pkg, exe in wanted
+                   if not (shutil.which(exe) or shutil.which(exe, path="/usr/sbin:/sbin"))})
     if need:
         if os.geteuid() != 0:
             raise BenchError(f"missing {', '.join(need)}: apt-get install {' '.join(need)} (as root)")
@@ -841,22 +1848,36 @@ def ensure_tools() -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenario", choices=("all", "files", "image"), default="all",
+                    help="which scenario to run (default: both)")
     ap.add_argument("--scratch", type=Path,
                     default=Path(os.environ.get("ABRI_BENCH_DIR", "/var/tmp/abri-bench")),
                     help="scratch directory (data, repositories, restores, logs); "
                          "default /var/tmp/abri-bench or $ABRI_BENCH_DIR")
     ap.add_argument("--size-gb", type=float, default=3.0,
-                    help="data set size in GB (10^9 bytes), default 3")
+                    help="file scenario: data set size in GB (10^9 bytes), default 3")
     ap.add_argument("--source", action="append", type=Path,
                     help="source directory (repeatable); default /usr/lib /usr/share /usr/include")
-    ap.add_argument("--change-pct", type=float, default=1.0, help="share of files changed, %%")
+    ap.add_argument("--change-pct", type=float, default=1.0,
+                    help="file scenario: share of files changed, %%")
+    ap.add_argument("--image-size-gb", type=float, default=2.0,
+                    help="image scenario: image size in GiB (2^30 bytes), default 2")
+    ap.add_argument("--image-fill-pct", type=float, default=70.0,
+                    help="image scenario: files copied in, %% of the image size (default 70)")
+    ap.add_argument("--image-delete-pct", type=float, default=35.0,
+                    help="image scenario: share of those files' bytes removed inside the "
+                         "image, %% (default 35)")
+    ap.add_argument("--image-change-pct", type=float, default=1.0,
+                    help="image scenario: blocks rewritten per change, %% of the image's blocks")
+    ap.add_argument("--no-nbd", action="store_true",
+                    help="image scenario: skip the qcow2/qemu-nbd dirty-bitmap steps")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--tools", default="abri,restic,borg")
     ap.add_argument("--borg-encryption", default="repokey-blake2",
                     help="borg init -e MODE (default repokey-blake2; `none` for none)")
     ap.add_argument("--verify", choices=("auto", "full", "sample"), default="auto",
-                    help="content check of restores: all files, a sample, or auto "
-                         "(all when the data is under 1 GB)")
+                    help="file scenario: content check of restores: all files, a sample, or "
+                         "auto (all when the data is under 1 GB)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binaries")
     ap.add_argument("--keep", action="store_true",
                     help="keep data, repositories and restores (logs are always kept)")
@@ -870,16 +1891,19 @@ def main() -> int:
     for t in tools:
         if t not in ("abri", "restic", "borg"):
             ap.error(f"unknown tool {t}")
+    if args.image_size_gb < 0.25 and args.scenario != "files":
+        ap.error("--image-size-gb must be at least 0.25")
+    if not 0 < args.image_delete_pct < 100 or not 10 <= args.image_fill_pct <= 85:
+        ap.error("--image-delete-pct must be in (0, 100) and --image-fill-pct in [10, 85]")
     sources = [s.resolve() for s in (args.source or [Path("/usr/lib"), Path("/usr/share"),
                                                       Path("/usr/include")])]
     scratch = args.scratch.resolve()
     if scratch == Path("/") or str(scratch) in ("/var/tmp", "/tmp", str(Path.home())):
         ap.error("--scratch must be a directory of its own (it is wiped)")
-    cap = int(args.size_gb * 1e9)
-    argv = "python3 bench/run.py " + " ".join(sys.argv[1:])
+    scenarios = ["files", "image"] if args.scenario == "all" else [args.scenario]
 
     try:
-        ensure_tools()
+        ensure_tools("image" in scenarios)
         if not args.no_build:
             log("building release binaries")
             subprocess.run(["cargo", "build", "--release", "-p", "abrid", "-p", "abri-agent",
@@ -898,119 +1922,19 @@ def main() -> int:
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True, exist_ok=True)
         marker.write_text("scratch directory of bench/run.py; wiped at every run\n")
-        data = scratch / "data"
         logs = scratch / "logs"
-        for d in (data, logs):
-            d.mkdir(parents=True)
-        load_start = Path("/proc/loadavg").read_text().split()[0]
+        logs.mkdir(parents=True)
 
-        log(f"gathering ~{args.size_gb} GB from {', '.join(map(str, sources))} into {data}")
-        t0 = time.monotonic()
-        ds = gather(sources, data, cap)
-        log(f"data: {ds.bytes / MIB:.1f} MiB, {ds.files} files, {ds.dirs} dirs, "
-            f"{ds.symlinks} symlinks ({time.monotonic() - t0:.0f} s)")
-        full_verify = args.verify == "full" or (args.verify == "auto" and ds.bytes < 1e9)
-
-        classes = {"abri": Abri, "restic": Restic, "borg": Borg}
-        objs: dict[str, Tool] = {}
-        for t in tools:
-            w = scratch / t
-            w.mkdir()
-            objs[t] = (Borg(w, data, logs, encryption=args.borg_encryption) if t == "borg"
-                       else classes[t](w, data, logs))
-        results: dict[str, dict[str, Measure]] = {t: {} for t in tools}
-        ctx = {"results": results, "tools": tools, "size_gb": args.size_gb, "seed": args.seed,
-               "sources": [str(s) for s in sources], "data_stats": ds, "argv": argv,
-               "logs": str(logs), "borg_enc": args.borg_encryption,
-               "commands": {t: o.commands for t, o in objs.items()}}
-
-        def measure_backup(t: str, step: str, size: int) -> None:
-            o = objs[t]
-            mon = o.monitor()
-            if mon:
-                mon.start()
-            log(f"{t}: {STEP_NAME[step]}")
-            try:
-                m = o.backup(step)
-            except BenchError as e:
-                log(f"{t}: {STEP_NAME[step]} FAILED: {e}")
-                m = Measure(ok=False, note=str(e).splitlines()[0][:200])
-                if mon:
-                    mon.stop(Measure())
-                results[t][step] = m
-                return
-            if mon:
-                mon.stop(m)
-            m.data_bytes = size
-            m.repo_alloc, m.repo_apparent = disk_usage(o.repo())
-            results[t][step] = m
-            log(f"{t}: {STEP_NAME[step]}: {m.wall:.2f} s, cpu {m.cpu:.2f} s, rss "
-                f"{m.rss / MIB:.1f} MiB, repo {m.repo_alloc / MIB:.1f} MiB {m.note}")
-
-        for t in tools:
-            log(f"{t}: setup")
-            objs[t].setup()
-        for t in tools:
-            measure_backup(t, "first", ds.bytes)
-            measure_backup(t, "unchanged", ds.bytes)
-
-        log(f"changing ~{args.change_pct} % of the files (seed {args.seed})")
-        ctx["change"] = modify(data, args.change_pct, args.seed)
-        after = tree_stats(data)
-        ctx["data_after"] = after
-        log(f"change: {ctx['change']}")
-
-        hashes: dict[str, str] = {}
-        for t in tools:
-            measure_backup(t, "changed", after.bytes)
-        for t in tools:
-            o = objs[t]
-            target = scratch / "restore" / t
-            target.mkdir(parents=True)
-            mon = o.monitor()
-            if mon:
-                mon.start()
-            log(f"{t}: full restore")
-            try:
-                m = o.restore(target)
-                if mon:
-                    mon.stop(m)
-                m.data_bytes = after.bytes
-                ok, summary = verify(data, target / data.relative_to("/"), full_verify,
-                                     args.seed, hashes)
-                m.ok = ok
-                m.note = ("verified: " if ok else "verify FAILED: ") + summary
-            except BenchError as e:
-                if mon:
-                    mon.stop(Measure())
-                m = Measure(ok=False, note=str(e).splitlines()[0][:200])
-            results[t]["restore"] = m
-            log(f"{t}: full restore: {m.wall:.2f} s, {m.note}")
-            if not args.keep:
-                t1 = time.monotonic()
-                shutil.rmtree(target, ignore_errors=True)
-                log(f"removed {target} ({time.monotonic() - t1:.0f} s)")
-        if "abri" in objs:
-            ctx["abri_state"] = disk_usage(objs["abri"].state)
-        for o in objs.values():
-            o.stop()
-
-        ctx["date"] = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-        ctx["machine"] = machine_info(scratch)
-        ctx["versions"] = versions()
-        ctx["load_start"] = load_start
-        ctx["load_end"] = Path("/proc/loadavg").read_text().split()[0]
-        report = render(ctx)
-        args.out.write_text(report)
-        print()
-        print(report)
-        log(f"wrote {args.out}")
-        if not args.keep:
-            for d in ["data", "restore", *tools]:
-                shutil.rmtree(scratch / d, ignore_errors=True)
-            log(f"removed data and repositories; logs stay in {logs}")
-        failed = [f"{t} {s}" for t in tools for s, _ in STEPS
-                  if s not in results[t] or not results[t][s].ok]
+        failed: list[str] = []
+        for sc in scenarios:
+            log(f"=== {sc} scenario ===")
+            run = run_files if sc == "files" else run_image
+            section, bad = run(args, tools, sources, scratch, logs)
+            failed += bad
+            write_section(args.out, sc, section)
+            print()
+            print(section)
+            log(f"wrote the {sc} section of {args.out}")
         if failed:
             log("FAILED steps: " + ", ".join(failed))
             return 1
