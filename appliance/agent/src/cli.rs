@@ -98,6 +98,7 @@ enum Cmd {
         volume: Option<u32>,
     },
     /// Restore a disk or volume image to a block device or an image file.
+    #[cfg(unix)]
     RestoreImage {
         /// Image snapshot id, or `latest`.
         snapshot: String,
@@ -252,6 +253,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 to.context("give --to DIR or --in-place")?
             };
+            #[cfg(not(unix))]
+            if image.is_some() || volume.is_some() {
+                bail!("restoring files from an image is not supported by this agent yet");
+            }
+            #[cfg(unix)]
             if let (Some(image), Some(volume)) = (image, volume) {
                 if overwrite {
                     bail!("--overwrite is not supported for files from an image yet");
@@ -269,6 +275,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
             restore(&cli.config, snapshot, paths, target, overwrite, cli.json).await
         }
+        #[cfg(unix)]
         Cmd::RestoreImage {
             snapshot,
             image,
@@ -461,6 +468,7 @@ async fn restore(
     Ok(())
 }
 
+#[cfg(unix)]
 async fn restore_from_image(
     config_path: &std::path::Path,
     snapshot: String,
@@ -509,6 +517,7 @@ async fn restore_from_image(
     Ok(())
 }
 
+#[cfg(unix)]
 async fn restore_image(
     config_path: &std::path::Path,
     snapshot: String,
