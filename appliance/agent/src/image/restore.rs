@@ -19,7 +19,7 @@ use super::ranges::Ranges;
 use crate::progress::Counters;
 
 /// Chunks fetched and written in parallel.
-const WORKERS: usize = 4;
+const WORKERS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageRestoreError {
