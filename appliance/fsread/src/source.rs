@@ -35,9 +35,26 @@ impl ReadAt for std::fs::File {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
         check_bounds(self.size(), offset, buf.len())?;
-        self.read_exact_at(buf, offset)
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.read_exact_at(buf, offset)
+        }
+        #[cfg(windows)]
+        {
+            // seek_read may return short; loop until the buffer is full.
+            use std::os::windows::fs::FileExt;
+            let mut done = 0;
+            while done < buf.len() {
+                let n = self.seek_read(&mut buf[done..], offset + done as u64)?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                done += n;
+            }
+            Ok(())
+        }
     }
 }
 
