@@ -6,7 +6,9 @@ without snapshot. A Wine prefix of its own keeps the installed service away from
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,6 @@ from conftest import (  # noqa: E402,F401  (fixtures are used by name)
     pytest_runtest_makereport,
 )
 from filemode_support import (  # noqa: E402
-    enrolment_token,
     kill_group,
     set_files_plan,
     snapshots,
@@ -56,7 +57,18 @@ def test_msi_installs_a_service_that_enrols_backs_up_and_uninstalls(api, active_
     (tree / "docs").mkdir(parents=True)
     (tree / "docs" / "rapport été.txt").write_bytes(b"quarterly report")
     set_files_plan(api, [win(tree)])
-    token = enrolment_token(api, "kit")
+    # The token comes from the console's enrolment page, whose Windows line the technician
+    # would copy (its box name needs mDNS: the test gives the loopback address instead).
+    r = api.http.post(f"{box.base}/machines/enrol", data={"csrf": api.csrf, "name": "kit",
+                      "days": "30"}, verify=str(box.ca_pem), timeout=15)
+    assert r.status_code == 200, r.status_code
+    found = re.search(r'id="enrol-command-windows">([^<]*)<', r.text)
+    assert found, r.text[-2000:]
+    line = html.unescape(found.group(1))
+    assert line.startswith("msiexec /i abri-agent.msi /qn BOX_URL=https://backup-abcd.local "), line
+    values = dict(part.split("=", 1) for part in line.split()[4:])
+    assert values["FINGERPRINT"] == box.fingerprint(), line
+    token = values["TOKEN"]
     msi = build(tmp_path / "kit.msi", ABRI_BOX_URL=box.base, ABRI_FINGERPRINT=box.fingerprint(),
                 ABRI_TOKEN=token)
     wine("cmd", "/c", "ver")  # creates the prefix
