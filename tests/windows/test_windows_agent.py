@@ -149,6 +149,16 @@ def test_windows_agent_backs_up_and_restores_under_wine(api, active_box, tmp_pat
     assert not os.stat(restored_root / "attrs/readonly.txt").st_mode & 0o222
     assert os.stat(restored_root / "attrs/hidden.txt").st_mode & 0o200
 
+    # Back to the original place: a lost file comes back, the others are left alone.
+    lost = tree / "Unicode" / "smile 🙂.txt"
+    lost.unlink()
+    (tree / "Unicode" / "été à Noël.txt").write_bytes(b"changed since")
+    p = agent(config, "restore", "latest", "Z" + str(tree) + "/Unicode", "--in-place")
+    report = json.loads(p.stdout)["report"]
+    assert lost.read_bytes() == files["Unicode/smile 🙂.txt"]
+    assert (tree / "Unicode" / "été à Noël.txt").read_bytes() == b"changed since"
+    assert report["skipped_existing"] == 2, report
+
     # The console's "restore to machine": the agent's service loop (`run`) carries it out.
     log = (tmp_path / "service.log").open("wb")
     service = subprocess.Popen([str(WINE_RUN), str(AGENT_EXE), "--config", win(config), "run"],

@@ -349,9 +349,17 @@ pub struct EnrolPage {
     pub tokens: Vec<TokenRow>,
     /// The command line with a token just created, shown once.
     pub new_command: Option<String>,
+    /// The same for Windows: a silent install of the MSI (docs/windows.md).
+    pub new_windows_command: Option<String>,
 }
 
-fn enrol_view(app: &App, c: Chrome, new_command: Option<String>, status: StatusCode) -> Response {
+fn enrol_view(
+    app: &App,
+    c: Chrome,
+    new_command: Option<(String, String)>,
+    status: StatusCode,
+) -> Response {
+    let (new_command, new_windows_command) = new_command.unzip();
     let tokens = machines::enrol_tokens(app)
         .unwrap_or_default()
         .into_iter()
@@ -369,6 +377,7 @@ fn enrol_view(app: &App, c: Chrome, new_command: Option<String>, status: StatusC
             c,
             tokens,
             new_command,
+            new_windows_command,
         },
     )
 }
@@ -413,12 +422,16 @@ pub async fn create_token(
     );
     match result {
         Ok((_, secret)) => {
+            let (host, fingerprint) = (&app.identity.hostname, app.ca.fingerprint());
             let command = format!(
-                "abri-agent enroll --box https://{}.local --fingerprint {} --token {secret}",
-                app.identity.hostname,
-                app.ca.fingerprint()
+                "abri-agent enroll --box https://{host}.local --fingerprint {fingerprint} \
+                 --token {secret}"
             );
-            enrol_view(&app, c, Some(command), StatusCode::OK)
+            let windows = format!(
+                "msiexec /i abri-agent.msi /qn BOX_URL=https://{host}.local \
+                 FINGERPRINT={fingerprint} TOKEN={secret}"
+            );
+            enrol_view(&app, c, Some((command, windows)), StatusCode::OK)
         }
         Err(e) => {
             let status = status_of(&e);

@@ -192,18 +192,39 @@ pub fn exclusion_key<'a>(_abs: &'a Path, rel: &[u8]) -> std::borrow::Cow<'a, [u8
 
 // ---- reading files ----
 
-/// Opens a file for backup reading: the object itself (never through a reparse point),
-/// shared with its other users, with backup semantics (privilege permitting).
+/// Opens a file for backup reading, shared with its other users, with backup semantics
+/// (privilege permitting). Never through a link: the object itself is opened first, and
+/// only a file whose reparse point is not a link (deduplicated, compressed by the system,
+/// a cloud placeholder) is opened again normally, so that its content is what is read.
 pub fn open_for_backup(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .share_mode(SHARE_ALL)
-        .custom_flags(
-            fs::FILE_FLAG_BACKUP_SEMANTICS
-                | fs::FILE_FLAG_OPEN_REPARSE_POINT
-                | fs::FILE_FLAG_SEQUENTIAL_SCAN,
+    let open = |flags: u32| {
+        OpenOptions::new()
+            .read(true)
+            .share_mode(SHARE_ALL)
+            .custom_flags(fs::FILE_FLAG_BACKUP_SEMANTICS | fs::FILE_FLAG_SEQUENTIAL_SCAN | flags)
+            .open(path)
+    };
+    let file = open(fs::FILE_FLAG_OPEN_REPARSE_POINT)?;
+    let mut tag = fs::FILE_ATTRIBUTE_TAG_INFO::default();
+    // SAFETY: tag is a FILE_ATTRIBUTE_TAG_INFO of the size given; the handle is open.
+    let ok = unsafe {
+        fs::GetFileInformationByHandleEx(
+            file.as_raw_handle(),
+            fs::FileAttributeTagInfo,
+            (&raw mut tag).cast(),
+            size_of::<fs::FILE_ATTRIBUTE_TAG_INFO>() as u32,
         )
-        .open(path)
+    };
+    /// Bit of the reparse tags that name another object (links, junctions).
+    const NAME_SURROGATE: u32 = 0x2000_0000;
+    let data_reparse = ok != 0
+        && tag.FileAttributes & fs::FILE_ATTRIBUTE_REPARSE_POINT != 0
+        && tag.ReparseTag & NAME_SURROGATE == 0;
+    if data_reparse {
+        drop(file);
+        return open(0);
+    }
+    Ok(file)
 }
 
 /// The next allocated region of `file` at or after `offset` and before `size`:
@@ -272,10 +293,11 @@ pub fn bytes_os(b: &[u8]) -> OsString {
     OsString::from_wide(&winpath::bytes_to_utf16(b))
 }
 
-/// Lets only SYSTEM and the Administrators group open `path` (the agent's configuration
-/// holds the machine's key): a protected DACL, so nothing is inherited from the folder.
+/// Lets only SYSTEM, the Administrators group and the file's owner (whoever enrolled) open
+/// `path` (the agent's configuration holds the machine's key): a protected DACL, so nothing
+/// is inherited from the folder.
 pub fn restrict_to_administrators(path: &Path) -> io::Result<()> {
-    win::set_sddl(path, "D:P(A;;FA;;;SY)(A;;FA;;;BA)")
+    win::set_sddl(path, "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;OW)")
 }
 
 /// Thin safe wrappers around the Win32 calls above.

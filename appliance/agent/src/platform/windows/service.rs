@@ -82,9 +82,8 @@ fn service_main(_args: Vec<OsString>) {
         .cloned()
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
     log_to_file(&config);
-    if let Err(e) = run_service(&config) {
-        tracing::error!("the service stopped: {e}");
-    }
+    // Errors are logged inside: once Stopped is reported the process may end at once.
+    let _ = run_service(&config);
 }
 
 fn status(state: ServiceState, exit: u32) -> ServiceStatus {
@@ -139,6 +138,9 @@ fn run_service(config_path: &Path) -> Result<(), String> {
                 }
             })
         });
+    if let Err(e) = &result {
+        tracing::error!("the service stops: {e}");
+    }
     let exit = u32::from(result.is_err());
     let _ = handle.set_service_status(status(ServiceState::Stopped, exit));
     result
