@@ -68,6 +68,7 @@ fn store_images(store: &ChunkStore, images: &[(ImageInfo, Vec<u8>)]) -> Snapshot
         source: "pc-1".into(),
         host: "pc-1".into(),
         images: images.iter().map(|(i, _)| i.clone()).collect(),
+        without_snapshot: false,
     }
 }
 
