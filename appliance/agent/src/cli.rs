@@ -12,9 +12,12 @@ use crate::backup::BackupError;
 use crate::client::BoxClient;
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use crate::enroll::{EnrollOptions, enroll};
+#[cfg(unix)]
 use crate::image::restore::ImageRestoreOptions;
 use crate::progress::{Counters, Display, human_bytes};
-use crate::remote::{JobError, backup_job, image_restore_job, restore_job};
+#[cfg(unix)]
+use crate::remote::image_restore_job;
+use crate::remote::{JobError, backup_job, restore_job};
 use crate::restore::{RestoreOptions, selection_paths};
 use crate::state::{JobLock, LastJob, load_last_job, save_last_job};
 
