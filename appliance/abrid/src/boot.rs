@@ -119,7 +119,8 @@ pub fn boot(
     settings::ensure_default_plans(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
     seed_mail_relay(&db, factory)?;
     let ca = BoxCa::load_or_create(&state_dir.join("tls"), &identity.hostname)?;
-    let store = open_store(&state_dir.join("store"))?;
+    crate::firmware::settle_last_update(&db)?;
+    let store = open_store(&crate::datadisk::store_dir(state_dir, &db))?;
     Ok(Booted {
         db,
         store,

@@ -1,0 +1,420 @@
+//! The firmware the box runs, and its updates (RAUC).
+//!
+//! The image writes `/etc/abri-release` (version, board); the kernel command line names the
+//! booted slot (`rauc.slot=A`); RAUC knows both slots. An update is a signed RAUC bundle:
+//! it is streamed to the data partition, checked (`rauc info`: signature, compatibility),
+//! installed into the other slot (`rauc install`), and the box reboots into it. The outcome
+//! is kept in the state (`config/last_update`) and settled at the next start: the box came
+//! back on the new slot (`booted`), or GRUB went back to the old one (`rolled_back`).
+
+use crate::errors::{AppError, AppResult};
+use crate::state::{Db, Table, records::now};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+const RELEASE_FILE: &str = "/etc/abri-release";
+const RAUC_CONF: &str = "/etc/rauc/system.conf";
+/// A bundle larger than this is refused while it is uploaded.
+pub const MAX_BUNDLE_BYTES: u64 = 2 << 30;
+const LAST_UPDATE: &str = "last_update";
+
+/// The running firmware, its slots and the last update, for the console and the API.
+#[derive(Serialize)]
+pub struct FirmwareInfo {
+    pub version: String,
+    pub board: Option<String>,
+    pub slot: Option<String>,
+    pub updates_supported: bool,
+    pub slots: Vec<SlotInfo>,
+    pub last_update: Option<LastUpdate>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct SlotInfo {
+    pub bootname: String,
+    pub booted: bool,
+    /// `good` or `bad` as the boot loader sees it.
+    pub boot_status: Option<String>,
+    /// The version of the bundle last installed into the slot, when RAUC knows it.
+    pub version: Option<String>,
+}
+
+/// The outcome of the last update, as the console shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LastUpdate {
+    pub time: u64,
+    pub version: String,
+    pub from_slot: Option<String>,
+    /// `installed` (rebooting), `booted`, `rolled_back` or `failed`.
+    pub result: String,
+    pub message: String,
+}
+
+/// `KEY=value` lines of the release file.
+fn release_field(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The booted slot named on a kernel command line.
+pub fn slot_from_cmdline(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("rauc.slot="))
+        .map(str::to_string)
+}
+
+pub fn booted_slot() -> Option<String> {
+    std::fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|c| slot_from_cmdline(&c))
+}
+
+/// The slots in `rauc status --detailed --output-format=json`.
+pub fn parse_rauc_status(json: &str) -> Result<Vec<SlotInfo>, serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_str(json)?;
+    let booted = value
+        .get("booted")
+        .and_then(|b| b.as_str())
+        .map(str::to_string);
+    let mut slots = Vec::new();
+    for entry in value
+        .get("slots")
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(obj) = entry.as_object() else {
+            continue;
+        };
+        for slot in obj.values() {
+            let Some(bootname) = slot.get("bootname").and_then(|b| b.as_str()) else {
+                continue;
+            };
+            slots.push(SlotInfo {
+                bootname: bootname.to_string(),
+                booted: booted.as_deref() == Some(bootname),
+                boot_status: slot
+                    .get("boot_status")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_string),
+                version: slot
+                    .pointer("/slot_status/bundle/version")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+            });
+        }
+    }
+    slots.sort_by(|a, b| a.bootname.cmp(&b.bootname));
+    Ok(slots)
+}
+
+fn updates_supported() -> bool {
+    Path::new(RAUC_CONF).exists()
+}
+
+async fn rauc_slots() -> Vec<SlotInfo> {
+    if !updates_supported() {
+        return Vec::new();
+    }
+    let out = Command::new("rauc")
+        .args(["status", "--detailed", "--output-format=json"])
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => parse_rauc_status(&String::from_utf8_lossy(&o.stdout))
+            .unwrap_or_else(|e| {
+                tracing::warn!("cannot read rauc status: {e}");
+                Vec::new()
+            }),
+        Ok(o) => {
+            tracing::warn!(
+                "rauc status failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!("cannot run rauc: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// The firmware version: the image's, else abrid's own (development).
+pub fn version() -> String {
+    std::fs::read_to_string(RELEASE_FILE)
+        .ok()
+        .and_then(|t| release_field(&t, "VERSION"))
+        .unwrap_or_else(|| crate::app::VERSION.to_string())
+}
+
+pub async fn info(db: &Db) -> AppResult<FirmwareInfo> {
+    let release = std::fs::read_to_string(RELEASE_FILE).unwrap_or_default();
+    Ok(FirmwareInfo {
+        version: version(),
+        board: release_field(&release, "BOARD"),
+        slot: booted_slot(),
+        updates_supported: updates_supported(),
+        slots: rauc_slots().await,
+        last_update: db.get(Table::Config, LAST_UPDATE)?,
+    })
+}
+
+/// At every start: settles an update that rebooted the box.
+pub fn settle_last_update(db: &Db) -> anyhow::Result<()> {
+    let Some(mut last) = db.get::<LastUpdate>(Table::Config, LAST_UPDATE)? else {
+        return Ok(());
+    };
+    if last.result != "installed" {
+        return Ok(());
+    }
+    let booted = booted_slot();
+    if booted.is_some() && booted == last.from_slot {
+        last.result = "rolled_back".into();
+        last.message = format!(
+            "version {} did not come up; the box went back to slot {}",
+            last.version,
+            booted.unwrap_or_default()
+        );
+        tracing::warn!("{}", last.message);
+    } else {
+        last.result = "booted".into();
+        last.message = format!("running version {}", version());
+        tracing::info!("update settled: {}", last.message);
+    }
+    db.put(Table::Config, LAST_UPDATE, &last)?;
+    Ok(())
+}
+
+/// One update at a time.
+static UPDATE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn upload_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("update").join("upload.raucb")
+}
+
+/// Streams an uploaded bundle to the data partition, within [`MAX_BUNDLE_BYTES`].
+pub async fn receive<S, E>(state_dir: &Path, mut body: S) -> AppResult<PathBuf>
+where
+    S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    let path = upload_path(state_dir);
+    let dir = path.parent().unwrap_or(state_dir);
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
+    let mut file = tokio::fs::File::create(&path).await.map_err(|e| {
+        AppError::Internal(anyhow::anyhow!("cannot create {}: {e}", path.display()))
+    })?;
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| AppError::Invalid(format!("the upload broke off: {e}")))?;
+        size += chunk.len() as u64;
+        if size > MAX_BUNDLE_BYTES {
+            drop(file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(AppError::TooLarge(MAX_BUNDLE_BYTES as usize));
+        }
+        file.write_all(&chunk).await.map_err(|e| {
+            AppError::Internal(anyhow::anyhow!("cannot write {}: {e}", path.display()))
+        })?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot sync {}: {e}", path.display())))?;
+    if size == 0 {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(AppError::Invalid("the update file is empty".into()));
+    }
+    Ok(path)
+}
+
+/// What an install did.
+#[derive(Serialize)]
+pub struct InstallOutcome {
+    pub version: String,
+    pub from_slot: Option<String>,
+    pub rebooting: bool,
+}
+
+async fn run(cmd: &mut Command, what: &str, limit: Duration) -> AppResult<String> {
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .map_err(|_| {
+            AppError::Invalid(format!(
+                "{what} did not finish within {} s",
+                limit.as_secs()
+            ))
+        })?
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot run {what}: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no reason given")
+            .trim()
+            .to_string();
+        Err(AppError::UpdateRejected(format!("{what}: {reason}")))
+    }
+}
+
+/// Checks and installs the bundle at `bundle` into the other slot, records the outcome and,
+/// on success, reboots the box a few seconds later. The file is removed in every case.
+pub async fn install(db: &Db, bundle: &Path, actor: &str) -> AppResult<InstallOutcome> {
+    let result = install_inner(db, bundle, actor).await;
+    let _ = tokio::fs::remove_file(bundle).await;
+    result
+}
+
+async fn install_inner(db: &Db, bundle: &Path, actor: &str) -> AppResult<InstallOutcome> {
+    if !updates_supported() {
+        return Err(AppError::UpdateRejected(format!(
+            "this box cannot install updates: {RAUC_CONF} is missing (development box?)"
+        )));
+    }
+    let Ok(_guard) = UPDATE_LOCK.try_lock() else {
+        return Err(AppError::UpdateRejected(
+            "another update is being installed".into(),
+        ));
+    };
+    let info = run(
+        Command::new("rauc")
+            .args(["info", "--output-format=json"])
+            .arg(bundle),
+        "rauc info",
+        Duration::from_secs(300),
+    )
+    .await?;
+    let version = serde_json::from_str::<serde_json::Value>(&info)
+        .ok()
+        .and_then(|v| {
+            v.get("version")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let from_slot = booted_slot();
+    let record = |result: &str, message: String| LastUpdate {
+        time: now(),
+        version: version.clone(),
+        from_slot: from_slot.clone(),
+        result: result.into(),
+        message,
+    };
+    let installed = run(
+        Command::new("rauc").arg("install").arg(bundle),
+        "rauc install",
+        Duration::from_secs(1800),
+    )
+    .await;
+    if let Err(e) = installed {
+        db.put(Table::Config, LAST_UPDATE, &record("failed", e.to_string()))?;
+        let _ = db.audit(&crate::state::AuditEvent::new(
+            actor,
+            "update.failed",
+            format!("{version}: {e}"),
+        ));
+        return Err(e);
+    }
+    db.put(
+        Table::Config,
+        LAST_UPDATE,
+        &record("installed", format!("installed {version}; rebooting")),
+    )?;
+    let _ = db.audit(&crate::state::AuditEvent::new(
+        actor,
+        "update.installed",
+        version.clone(),
+    ));
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        reboot().await;
+    });
+    Ok(InstallOutcome {
+        version,
+        from_slot,
+        rebooting: true,
+    })
+}
+
+/// Asks systemd to reboot the box.
+pub async fn reboot() {
+    tracing::info!("rebooting");
+    match Command::new("systemctl").arg("reboot").status().await {
+        Ok(s) if s.success() => {}
+        Ok(s) => tracing::error!("systemctl reboot failed: {s}"),
+        Err(e) => tracing::error!("cannot run systemctl reboot: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_slot_and_the_release() {
+        assert_eq!(
+            slot_from_cmdline("root=PARTUUID=x ro rauc.slot=B quiet").as_deref(),
+            Some("B")
+        );
+        assert_eq!(slot_from_cmdline("root=/dev/sda1 ro"), None);
+        let release = "VERSION=0.2.0\nBOARD=\"x86_64-efi\"\n";
+        assert_eq!(release_field(release, "VERSION").as_deref(), Some("0.2.0"));
+        assert_eq!(
+            release_field(release, "BOARD").as_deref(),
+            Some("x86_64-efi")
+        );
+        assert_eq!(release_field(release, "OTHER"), None);
+    }
+
+    #[test]
+    fn parses_rauc_status() {
+        let json = r#"{"compatible":"abri-x86_64-efi","variant":"","booted":"B","boot_primary":"rootfs.1",
+          "slots":[{"rootfs.0":{"class":"rootfs","device":"/dev/vda2","type":"raw","bootname":"A",
+          "state":"inactive","boot_status":"good","slot_status":{"bundle":{"compatible":"abri-x86_64-efi","version":"0.1.0"}}}},
+          {"rootfs.1":{"class":"rootfs","device":"/dev/vda3","type":"raw","bootname":"B",
+          "state":"booted","boot_status":"good"}}]}"#;
+        let slots = parse_rauc_status(json).unwrap();
+        assert_eq!(slots.len(), 2);
+        assert_eq!(slots[0].bootname, "A");
+        assert!(!slots[0].booted);
+        assert_eq!(slots[0].version.as_deref(), Some("0.1.0"));
+        assert!(slots[1].booted);
+        assert_eq!(slots[1].version, None);
+        assert!(parse_rauc_status("not json").is_err());
+    }
+
+    #[test]
+    fn an_update_is_settled_once_by_the_slot_that_booted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        // Not booted through RAUC here (no rauc.slot=): the update counts as booted.
+        let last = LastUpdate {
+            time: now(),
+            version: "9.9.9".into(),
+            from_slot: Some("Z".into()),
+            result: "installed".into(),
+            message: String::new(),
+        };
+        db.put(Table::Config, LAST_UPDATE, &last).unwrap();
+        settle_last_update(&db).unwrap();
+        let settled: LastUpdate = db.get(Table::Config, LAST_UPDATE).unwrap().unwrap();
+        assert_eq!(settled.result, "booted");
+        settle_last_update(&db).unwrap();
+        let again: LastUpdate = db.get(Table::Config, LAST_UPDATE).unwrap().unwrap();
+        assert_eq!(again, settled);
+    }
+}
