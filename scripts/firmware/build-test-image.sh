@@ -36,10 +36,10 @@ if [ ! -f "$base" ]; then
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
         --customize-hook="$HERE/debian-customize.sh \"\$1\"" \
-        bookworm "$base.tmp" \
+        bookworm "$base.tmp.tar" \
         "deb http://deb.debian.org/debian bookworm main" \
         "deb http://deb.debian.org/debian-security bookworm-security main"
-    mv "$base.tmp" "$base"
+    mv "$base.tmp.tar" "$base"
 fi
 
 # --- test signing keys (never committed: made here, in the build folder) ----------------------

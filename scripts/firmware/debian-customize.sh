@@ -23,6 +23,8 @@ mv "$root/etc/resolv.conf.keep" "$root/etc/resolv.conf"
 dpkg-deb -x "$stage"/*.deb "$stage/x"
 kver=$(ls "$stage/x/lib/modules")
 install -m 0644 "$stage/x/boot/vmlinuz-$kver" "$root/boot/bzImage"
+# The package leaves the module index to its postinst.
+depmod -b "$stage/x" "$kver"
 
 # The modules listed and their dependencies, from the full tree to the root's.
 mods=()
