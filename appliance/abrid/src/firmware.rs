@@ -42,14 +42,38 @@ pub struct SlotInfo {
     pub version: Option<String>,
 }
 
+/// Where an update stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateResult {
+    /// Written to the other slot; the box is rebooting into it.
+    Installed,
+    /// The box came back on the new slot.
+    Booted,
+    /// The new slot did not come up: the box went back to the slot it left.
+    RolledBack,
+    /// RAUC refused or failed to install the bundle; nothing changed.
+    Failed,
+}
+
+impl std::fmt::Display for UpdateResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpdateResult::Installed => "installed",
+            UpdateResult::Booted => "booted",
+            UpdateResult::RolledBack => "rolled_back",
+            UpdateResult::Failed => "failed",
+        })
+    }
+}
+
 /// The outcome of the last update, as the console shows it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct LastUpdate {
     pub time: u64,
     pub version: String,
     pub from_slot: Option<String>,
-    /// `installed` (rebooting), `booted`, `rolled_back` or `failed`.
-    pub result: String,
+    pub result: UpdateResult,
     pub message: String,
 }
 
@@ -167,30 +191,54 @@ pub async fn info(db: &Db) -> AppResult<FirmwareInfo> {
     })
 }
 
+/// What an update that rebooted the box came to, seen from the slot that booted and the
+/// version that runs. Only an `installed` update is settled; any other record is final.
+pub fn settled(last: &LastUpdate, booted: Option<&str>, running: &str) -> Option<LastUpdate> {
+    if last.result != UpdateResult::Installed {
+        return None;
+    }
+    let mut next = last.clone();
+    match booted {
+        Some(slot) if last.from_slot.as_deref() == Some(slot) => {
+            next.result = UpdateResult::RolledBack;
+            next.message = format!(
+                "version {} did not come up; the box went back to slot {slot} (version {running})",
+                last.version
+            );
+        }
+        _ => {
+            next.result = UpdateResult::Booted;
+            next.message = format!("running version {running}");
+        }
+    }
+    Some(next)
+}
+
 /// At every start: settles an update that rebooted the box.
 pub fn settle_last_update(db: &Db) -> anyhow::Result<()> {
-    let Some(mut last) = db.get::<LastUpdate>(Table::Config, LAST_UPDATE)? else {
+    let Some(last) = db.get::<LastUpdate>(Table::Config, LAST_UPDATE)? else {
         return Ok(());
     };
-    if last.result != "installed" {
+    let Some(next) = settled(&last, booted_slot().as_deref(), &version()) else {
         return Ok(());
-    }
-    let booted = booted_slot();
-    if booted.is_some() && booted == last.from_slot {
-        last.result = "rolled_back".into();
-        last.message = format!(
-            "version {} did not come up; the box went back to slot {}",
-            last.version,
-            booted.unwrap_or_default()
-        );
-        tracing::warn!("{}", last.message);
+    };
+    if next.result == UpdateResult::RolledBack {
+        tracing::warn!("update: {}", next.message);
     } else {
-        last.result = "booted".into();
-        last.message = format!("running version {}", version());
-        tracing::info!("update settled: {}", last.message);
+        tracing::info!("update settled: {}", next.message);
     }
-    db.put(Table::Config, LAST_UPDATE, &last)?;
+    db.put(Table::Config, LAST_UPDATE, &next)?;
     Ok(())
+}
+
+/// The version in `rauc info --output-format=json`.
+pub fn bundle_version(info_json: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(info_json)
+        .ok()?
+        .get("version")?
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 /// One update at a time.
@@ -298,20 +346,13 @@ async fn install_inner(db: &Db, bundle: &Path, actor: &str) -> AppResult<Install
         Duration::from_secs(300),
     )
     .await?;
-    let version = serde_json::from_str::<serde_json::Value>(&info)
-        .ok()
-        .and_then(|v| {
-            v.get("version")
-                .and_then(|s| s.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let version = bundle_version(&info).unwrap_or_else(|| "unknown".into());
     let from_slot = booted_slot();
-    let record = |result: &str, message: String| LastUpdate {
+    let record = |result: UpdateResult, message: String| LastUpdate {
         time: now(),
         version: version.clone(),
         from_slot: from_slot.clone(),
-        result: result.into(),
+        result,
         message,
     };
     let installed = run(
@@ -321,7 +362,11 @@ async fn install_inner(db: &Db, bundle: &Path, actor: &str) -> AppResult<Install
     )
     .await;
     if let Err(e) = installed {
-        db.put(Table::Config, LAST_UPDATE, &record("failed", e.to_string()))?;
+        db.put(
+            Table::Config,
+            LAST_UPDATE,
+            &record(UpdateResult::Failed, e.to_string()),
+        )?;
         let _ = db.audit(&crate::state::AuditEvent::new(
             actor,
             "update.failed",
@@ -332,7 +377,10 @@ async fn install_inner(db: &Db, bundle: &Path, actor: &str) -> AppResult<Install
     db.put(
         Table::Config,
         LAST_UPDATE,
-        &record("installed", format!("installed {version}; rebooting")),
+        &record(
+            UpdateResult::Installed,
+            format!("installed {version}; rebooting"),
+        ),
     )?;
     let _ = db.audit(&crate::state::AuditEvent::new(
         actor,
@@ -397,24 +445,72 @@ mod tests {
         assert!(parse_rauc_status("not json").is_err());
     }
 
+    fn installed(from: &str) -> LastUpdate {
+        LastUpdate {
+            time: 1,
+            version: "0.2.0".into(),
+            from_slot: Some(from.into()),
+            result: UpdateResult::Installed,
+            message: "installed 0.2.0; rebooting".into(),
+        }
+    }
+
     #[test]
-    fn an_update_is_settled_once_by_the_slot_that_booted() {
+    fn an_update_is_settled_by_the_slot_that_booted() {
+        let came_back = settled(&installed("A"), Some("B"), "0.2.0").unwrap();
+        assert_eq!(came_back.result, UpdateResult::Booted);
+        assert_eq!(came_back.message, "running version 0.2.0");
+        let fell_back = settled(&installed("A"), Some("A"), "0.1.0").unwrap();
+        assert_eq!(fell_back.result, UpdateResult::RolledBack);
+        assert!(
+            fell_back.message.contains("0.2.0 did not come up")
+                && fell_back.message.contains("slot A"),
+            "{}",
+            fell_back.message
+        );
+        // Not booted through RAUC (no rauc.slot=): nothing to compare, the box runs.
+        assert_eq!(
+            settled(&installed("A"), None, "0.2.0").unwrap().result,
+            UpdateResult::Booted
+        );
+        // A settled or failed record is final.
+        for result in [
+            UpdateResult::Booted,
+            UpdateResult::RolledBack,
+            UpdateResult::Failed,
+        ] {
+            let mut last = installed("A");
+            last.result = result;
+            assert_eq!(settled(&last, Some("A"), "0.1.0"), None);
+        }
+    }
+
+    #[test]
+    fn the_record_is_stored_with_stable_names() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        // Not booted through RAUC here (no rauc.slot=): the update counts as booted.
-        let last = LastUpdate {
-            time: now(),
-            version: "9.9.9".into(),
-            from_slot: Some("Z".into()),
-            result: "installed".into(),
-            message: String::new(),
-        };
-        db.put(Table::Config, LAST_UPDATE, &last).unwrap();
+        db.put(Table::Config, LAST_UPDATE, &installed("Z")).unwrap();
         settle_last_update(&db).unwrap();
         let settled: LastUpdate = db.get(Table::Config, LAST_UPDATE).unwrap().unwrap();
-        assert_eq!(settled.result, "booted");
+        assert_ne!(settled.result, UpdateResult::Installed);
         settle_last_update(&db).unwrap();
         let again: LastUpdate = db.get(Table::Config, LAST_UPDATE).unwrap().unwrap();
         assert_eq!(again, settled);
+        let json = serde_json::to_value(&again).unwrap();
+        assert_eq!(json["result"], again.result.to_string());
+        assert_eq!(
+            serde_json::to_value(UpdateResult::RolledBack).unwrap(),
+            "rolled_back"
+        );
+    }
+
+    #[test]
+    fn reads_the_bundle_version() {
+        let info = r#"{"compatible":"abri-x86_64-efi","version":"0.1.0-next","description":null,
+          "build":null,"hooks":[],"hash":"ab","images":[{"rootfs":{"filename":"rootfs.squashfs"}}]}"#;
+        assert_eq!(bundle_version(info).as_deref(), Some("0.1.0-next"));
+        assert_eq!(bundle_version(r#"{"version":""}"#), None);
+        assert_eq!(bundle_version(r#"{"compatible":"x"}"#), None);
+        assert_eq!(bundle_version("rauc: not json"), None);
     }
 }

@@ -2,9 +2,10 @@
 
 use super::{Chrome, Flash, PageUser, render, status_of};
 use crate::app::App;
+use crate::datadisk::{self, DiskState};
 use crate::errors::AppError;
+use crate::firmware;
 use crate::http::extract::PageForm;
-use crate::{datadisk, firmware};
 use askama::Template;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;

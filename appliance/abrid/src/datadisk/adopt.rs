@@ -1,0 +1,133 @@
+//! Adopting a disk: the checks that keep the box from formatting what it must not, then
+//! the format itself.
+
+use super::{DiskState, STORE_DISK, StoreDisk, scan};
+use crate::errors::{AppError, AppResult};
+use crate::state::{Db, Table, records::now};
+use std::path::Path;
+
+/// The label of the adopted disk's file system.
+const FS_LABEL: &str = "abri-store";
+
+/// Why a disk in `state` may not be formatted (with or without `confirm`), or `None` when
+/// it may.
+fn refusal(name: &str, state: DiskState, holds: &str, confirm: bool) -> Option<AppError> {
+    match state {
+        DiskState::System => Some(AppError::Invalid(format!(
+            "{name} is in use by the system: it cannot hold backups"
+        ))),
+        DiskState::Store => Some(AppError::Invalid(format!(
+            "{name} is already the backup disk"
+        ))),
+        DiskState::NeedsConfirmation if !confirm => Some(AppError::ConfirmationRequired(format!(
+            "{name} holds {}: formatting it erases everything on it; confirm to go on",
+            if holds.is_empty() { "data" } else { holds }
+        ))),
+        DiskState::NeedsConfirmation | DiskState::Blank => None,
+    }
+}
+
+/// Formats `name` as the backup disk and records it. A disk that holds anything needs
+/// `confirm`; the system disk and the current store are refused.
+pub fn adopt(db: &Db, name: &str, confirm: bool, actor: &str) -> AppResult<StoreDisk> {
+    let disks = scan(db);
+    let Some(disk) = disks.iter().find(|d| d.name == name) else {
+        return Err(AppError::NotFound(format!("disk {name}")));
+    };
+    if let Some(refused) = refusal(name, disk.state, &disk.holds, confirm) {
+        return Err(refused);
+    }
+    let dev = Path::new("/dev").join(name).display().to_string();
+    let fs_uuid = uuid::Uuid::new_v4().to_string();
+    tracing::info!(
+        "adopting {dev} as the backup disk (holds: {})",
+        if disk.holds.is_empty() {
+            "nothing"
+        } else {
+            &disk.holds
+        }
+    );
+    run("wipefs", &["-a", &dev])?;
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-L",
+            FS_LABEL,
+            "-U",
+            &fs_uuid,
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1",
+            &dev,
+        ],
+    )?;
+    let record = StoreDisk {
+        fs_uuid,
+        device: name.to_string(),
+        adopted: now(),
+    };
+    db.put(Table::Config, STORE_DISK, &record)?;
+    let what = if disk.holds.is_empty() {
+        "blank"
+    } else {
+        &disk.holds
+    };
+    if let Err(e) = db.audit(&crate::state::AuditEvent::new(
+        actor,
+        "disk.adopted",
+        format!("{name} ({what})"),
+    )) {
+        tracing::warn!("cannot record the adoption of {name} in the audit log: {e}");
+    }
+    Ok(record)
+}
+
+fn run(program: &str, args: &[&str]) -> AppResult<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot run {program}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(AppError::Internal(anyhow::anyhow!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_blank_or_confirmed_disk_is_formatted() {
+        assert!(refusal("vdb", DiskState::Blank, "", false).is_none());
+        assert!(refusal("vdb", DiskState::Blank, "", true).is_none());
+        assert!(refusal("vdc", DiskState::NeedsConfirmation, "ext4", true).is_none());
+        let asked = refusal(
+            "vdc",
+            DiskState::NeedsConfirmation,
+            "a file system: ext4",
+            false,
+        );
+        match asked {
+            Some(AppError::ConfirmationRequired(m)) => {
+                assert!(m.contains("vdc holds a file system: ext4"), "{m}")
+            }
+            other => panic!("expected a confirmation request, got {other:?}"),
+        }
+        // Confirming never reaches the system disk or the store.
+        for state in [DiskState::System, DiskState::Store] {
+            assert!(matches!(
+                refusal("vda", state, "", true),
+                Some(AppError::Invalid(_))
+            ));
+        }
+    }
+}
