@@ -106,6 +106,7 @@ pub fn boot(
     mac: Option<&str>,
     interface: Option<&str>,
     dev: bool,
+    adopt_disks: bool,
 ) -> Result<Booted> {
     let seen = identity::seen_mac(mac, interface, dev)?;
     let db = Db::open(&db_dir(state_dir))?;
@@ -120,6 +121,9 @@ pub fn boot(
     seed_mail_relay(&db, factory)?;
     let ca = BoxCa::load_or_create(&state_dir.join("tls"), &identity.hostname)?;
     crate::firmware::settle_last_update(&db)?;
+    if adopt_disks && let Some(disk) = crate::datadisk::adopt_first_blank(&db) {
+        tracing::info!("adopted the blank disk {} as the backup disk", disk.device);
+    }
     let store = open_store(&crate::datadisk::store_dir(state_dir, &db))?;
     Ok(Booted {
         db,

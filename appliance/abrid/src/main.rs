@@ -96,6 +96,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         args.mac.as_deref(),
         args.interface.as_deref(),
         args.dev,
+        // A development box never formats a disk.
+        args.adopt_disks && !args.dev,
     )?;
     let addresses = current_addresses(booted.identity.interface.as_deref(), args.dev);
     let names = tls::ServerNames::for_box(
@@ -180,8 +182,8 @@ async fn run(
     print_banner(&app, bound, dev_claim_code.as_deref());
     service::notify_ready(&format!("serving {}", app.identity.hostname));
     tokio::spawn(service::watchdog(app.clone()));
-    if args.adopt_disks {
-        tokio::spawn(datadisk::watch(app.db.clone(), true));
+    if args.adopt_disks && !args.dev {
+        tokio::spawn(datadisk::watch(app.db.clone()));
     }
     tokio::spawn(watch_addresses(app.clone(), rustls_config, args.dev));
     tokio::spawn(backups::scheduler(app.clone()));

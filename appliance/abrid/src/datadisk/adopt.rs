@@ -1,7 +1,7 @@
 //! Adopting a disk: the checks that keep the box from formatting what it must not, then
 //! the format itself.
 
-use super::{DiskState, STORE_DISK, StoreDisk, scan};
+use super::{DiskState, STORE_DISK, StoreDisk, scan, store_disk};
 use crate::errors::{AppError, AppResult};
 use crate::state::{Db, Table, records::now};
 use std::path::Path;
@@ -10,8 +10,23 @@ use std::path::Path;
 const FS_LABEL: &str = "abri-store";
 
 /// Why a disk in `state` may not be formatted (with or without `confirm`), or `None` when
-/// it may.
-fn refusal(name: &str, state: DiskState, holds: &str, confirm: bool) -> Option<AppError> {
+/// it may. `store`: the backup disk the box already has, whose backups a second adoption
+/// would orphan.
+fn refusal(
+    name: &str,
+    state: DiskState,
+    holds: &str,
+    confirm: bool,
+    store: Option<&StoreDisk>,
+) -> Option<AppError> {
+    if let Some(store) = store
+        && state != DiskState::Store
+    {
+        return Some(AppError::Invalid(format!(
+            "the box already keeps its backups on {}: it takes one backup disk, and {name} is left as it is",
+            store.device
+        )));
+    }
     match state {
         DiskState::System => Some(AppError::Invalid(format!(
             "{name} is in use by the system: it cannot hold backups"
@@ -34,7 +49,8 @@ pub fn adopt(db: &Db, name: &str, confirm: bool, actor: &str) -> AppResult<Store
     let Some(disk) = disks.iter().find(|d| d.name == name) else {
         return Err(AppError::NotFound(format!("disk {name}")));
     };
-    if let Some(refused) = refusal(name, disk.state, &disk.holds, confirm) {
+    let store = store_disk(db);
+    if let Some(refused) = refusal(name, disk.state, &disk.holds, confirm, store.as_ref()) {
         return Err(refused);
     }
     let dev = Path::new("/dev").join(name).display().to_string();
@@ -107,14 +123,15 @@ mod tests {
 
     #[test]
     fn only_a_blank_or_confirmed_disk_is_formatted() {
-        assert!(refusal("vdb", DiskState::Blank, "", false).is_none());
-        assert!(refusal("vdb", DiskState::Blank, "", true).is_none());
-        assert!(refusal("vdc", DiskState::NeedsConfirmation, "ext4", true).is_none());
+        assert!(refusal("vdb", DiskState::Blank, "", false, None).is_none());
+        assert!(refusal("vdb", DiskState::Blank, "", true, None).is_none());
+        assert!(refusal("vdc", DiskState::NeedsConfirmation, "ext4", true, None).is_none());
         let asked = refusal(
             "vdc",
             DiskState::NeedsConfirmation,
             "a file system: ext4",
             false,
+            None,
         );
         match asked {
             Some(AppError::ConfirmationRequired(m)) => {
@@ -125,9 +142,30 @@ mod tests {
         // Confirming never reaches the system disk or the store.
         for state in [DiskState::System, DiskState::Store] {
             assert!(matches!(
-                refusal("vda", state, "", true),
+                refusal("vda", state, "", true, None),
                 Some(AppError::Invalid(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_second_backup_disk_is_refused() {
+        let store = StoreDisk {
+            fs_uuid: "1111".into(),
+            device: "vdb".into(),
+            adopted: 1,
+        };
+        for state in [DiskState::Blank, DiskState::NeedsConfirmation] {
+            match refusal("vdc", state, "", true, Some(&store)) {
+                Some(AppError::Invalid(m)) => {
+                    assert!(m.contains("on vdb") && m.contains("vdc is left"), "{m}")
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            refusal("vdb", DiskState::Store, "", true, Some(&store)),
+            Some(AppError::Invalid(_))
+        ));
     }
 }

@@ -282,27 +282,34 @@ fn store_disk(db: &Db) -> Option<StoreDisk> {
         .flatten()
 }
 
-/// Rescans the disks every few seconds; with `adopt`, adopts a blank disk when the box has
-/// no backup disk yet, then exits for the unit to start abrid again on it.
-pub async fn watch(db: Db, adopt_blank: bool) {
+/// Adopts the first blank disk when the box has no backup disk yet. Returns the new record,
+/// or `None` when there was nothing to adopt (or the format failed, which is logged).
+pub fn adopt_first_blank(db: &Db) -> Option<StoreDisk> {
+    if store_disk(db).is_some() {
+        return None;
+    }
+    let blank = scan(db).into_iter().find(|d| d.state == DiskState::Blank)?;
+    match adopt(db, &blank.name, false, "box") {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::error!("cannot adopt the blank disk {}: {e}", blank.name);
+            None
+        }
+    }
+}
+
+/// Rescans the disks every few seconds for a blank disk plugged in while the box runs; once
+/// one is adopted, exits for the unit to start abrid again on it. (A disk present at power-on
+/// is adopted during boot, before the console answers.)
+pub async fn watch(db: Db) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tick.tick().await;
-        if !adopt_blank || store_disk(&db).is_some() {
-            continue;
-        }
         let db2 = db.clone();
-        let disks = tokio::task::spawn_blocking(move || scan(&db2))
-            .await
-            .unwrap_or_default();
-        if let Some(blank) = disks.iter().find(|d| d.state == DiskState::Blank) {
-            let db2 = db.clone();
-            let name = blank.name.clone();
-            match tokio::task::spawn_blocking(move || adopt(&db2, &name, false, "box")).await {
-                Ok(Ok(_)) => restart(),
-                Ok(Err(e)) => tracing::error!("cannot adopt {}: {e}", blank.name),
-                Err(e) => tracing::error!("disk adoption task failed: {e}"),
-            }
+        match tokio::task::spawn_blocking(move || adopt_first_blank(&db2)).await {
+            Ok(Some(_)) => restart(),
+            Ok(None) => {}
+            Err(e) => tracing::error!("disk adoption task failed: {e}"),
         }
     }
 }

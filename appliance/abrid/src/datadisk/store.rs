@@ -45,12 +45,14 @@ fn is_mount_point(mountinfo: &str, mount: &Path) -> bool {
 
 fn mount_store_disk(disk: &StoreDisk) -> anyhow::Result<PathBuf> {
     let mount = mount_point();
-    let dev = PathBuf::from("/dev/disk/by-uuid").join(&disk.fs_uuid);
+    let link = PathBuf::from("/dev/disk/by-uuid").join(&disk.fs_uuid);
     // udev may still be creating the link right after boot.
     let deadline = std::time::Instant::now() + DEVICE_WAIT;
-    while !dev.exists() && std::time::Instant::now() < deadline {
+    while !link.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Mounted by its kernel name, so that the mount table (and the console) names the disk.
+    let dev = std::fs::canonicalize(&link).unwrap_or(link);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     if !is_mount_point(&mountinfo, &mount) {
         std::fs::create_dir_all(&mount)

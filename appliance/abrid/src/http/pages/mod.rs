@@ -51,7 +51,13 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/settings/box", get(settings::box_page))
         .route("/settings/system", get(system::system_page))
-        .route("/settings/system/update", post(system::upload_update))
+        .route(
+            "/settings/system/update",
+            // The form carries a whole update bundle.
+            post(system::upload_update).layer(axum::extract::DefaultBodyLimit::max(
+                crate::firmware::MAX_BUNDLE_BYTES as usize + (1 << 20),
+            )),
+        )
         .route(
             "/settings/system/disks/{id}/adopt",
             post(system::adopt_disk),
