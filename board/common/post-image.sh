@@ -10,7 +10,7 @@
 # env: ABRI_FACTORY_TOML      a factory file to put on the ESP (abri/factory.toml)
 #      ABRI_VERSION           the bundle's version (default: unknown)
 #      ABRI_RAUC_CERT, ABRI_RAUC_KEY   sign an update bundle (update.raucb) when both are set
-#      GENIMAGE, GRUB_EDITENV, RAUC    the host tools (default: from PATH)
+#      GENIMAGE, GRUB_EDITENV, RAUC, UNSQUASHFS   the host tools (default: from PATH)
 # Output: BINARIES_DIR/abri.img (and update.raucb).
 set -euo pipefail
 
@@ -45,6 +45,18 @@ PY
     echo "post-image: $BINARIES_DIR/rootfs.squashfs is missing" >&2
     exit 1
 }
+# GRUB loads the kernel from the slot: it must be able to read the squashfs.
+if command -v "${UNSQUASHFS:-unsquashfs}" >/dev/null; then
+    comp=$("${UNSQUASHFS:-unsquashfs}" -s "$BINARIES_DIR/rootfs.squashfs" | sed -n 's/^Compression //p')
+    case "$comp" in
+    gzip | xz | lzo) ;;
+    *)
+        echo "post-image: rootfs.squashfs is compressed with '$comp', which GRUB cannot read" \
+            "(use $ABRI_ROOTFS_COMPRESSION, layout.env)" >&2
+        exit 1
+        ;;
+    esac
+fi
 grub_efi="${ABRI_GRUB_EFI:-$BINARIES_DIR/efi-part/EFI/BOOT/$ABRI_EFI_BINARY}"
 [ -f "$grub_efi" ] || {
     echo "post-image: no GRUB EFI image at $grub_efi (set ABRI_GRUB_EFI)" >&2

@@ -19,6 +19,9 @@ BOARD_DIR="$REPO/board/x86_64-efi"
 HERE="$REPO/scripts/firmware"
 say() { echo "test-image: $*"; }
 
+# shellcheck source=../../board/common/layout.env
+. "$REPO/board/common/layout.env"
+export ABRI_ROOTFS_COMPRESSION
 ABRI_VERSION="${ABRI_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1)}"
 export ABRI_VERSION
 
@@ -77,7 +80,9 @@ cp -a "$repo/board/common/rootfs-overlay/." "$tree/"
 install -m 0755 "$abrid" "$tree/usr/bin/abrid"
 "$repo/board/common/post-build.sh" "$tree" "$board"
 cp "$tree/boot/bzImage" "$tree/boot/initrd.img" "$bin/"
-squash() { mksquashfs "$tree" "$1" -noappend -comp zstd -quiet -no-progress >/dev/null; }
+squash() {
+    mksquashfs "$tree" "$1" -noappend -comp "$ABRI_ROOTFS_COMPRESSION" -quiet -no-progress >/dev/null
+}
 squash "$bin/rootfs.squashfs"
 if [ "$variants" = 1 ]; then
     sed -i "s/^VERSION=.*/VERSION=$ABRI_VERSION-next/" "$tree/etc/abri-release"

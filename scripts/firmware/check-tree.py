@@ -63,6 +63,11 @@ for board in boards:
                    "BR2_PACKAGE_SYSTEMD_REPART=y"):
         if option not in text:
             errors.append(f"{cfg.name} lacks {option}")
+    compression = layout.get("ABRI_ROOTFS_COMPRESSION", "")
+    if compression not in ("gzip", "xz", "lzo"):
+        errors.append(f"layout.env: ABRI_ROOTFS_COMPRESSION={compression} is not one GRUB reads")
+    elif f"BR2_TARGET_ROOTFS_SQUASHFS4_{compression.upper()}=y" not in text:
+        errors.append(f"{cfg.name}: the squashfs is not compressed with {compression} (layout.env)")
     headers = re.search(r"BR2_KERNEL_HEADERS_(\d+)_(\d+)=y", text)
     kernel = re.search(r'BR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE="(\d+)\.(\d+)', text)
     if not headers or not kernel or headers.groups() != kernel.groups():
@@ -85,6 +90,12 @@ if "cargo-package" not in mk or "cargo vendor --locked" not in mk:
 rv = re.search(r'rust-version = "(\d+)\.(\d+)"', (ROOT / "Cargo.toml").read_text())
 if not rv or (int(rv.group(1)), int(rv.group(2))) > (1, 88):
     errors.append("the workspace's rust-version must be at most 1.88 (Buildroot LTS)")
+
+# The kernel reads the slots' compression.
+kernel_option = {"gzip": "CONFIG_SQUASHFS_ZLIB=y", "xz": "CONFIG_SQUASHFS_XZ=y",
+                 "lzo": "CONFIG_SQUASHFS_LZO=y"}.get(layout.get("ABRI_ROOTFS_COMPRESSION", ""))
+if kernel_option and kernel_option not in (ROOT / "board/common/linux.fragment").read_text():
+    errors.append(f"board/common/linux.fragment lacks {kernel_option}")
 
 # One layout: the partitions genimage makes are the ones GRUB, RAUC and fstab use.
 genimage = (ROOT / "board/common/genimage.cfg").read_text()
