@@ -4,12 +4,18 @@ forwarded HTTPS port. Every wait is bounded."""
 
 from __future__ import annotations
 
+import fcntl
+import glob
+import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,8 +31,18 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 BOOT_TIMEOUT = 240.0  # seconds from QEMU start to the console answering (TCG)
 HTTP_TIMEOUT = 20.0
+# Fixed PCI slots, above those QEMU gives the disks. The box's NIC on the test's LAN segment
+# comes first (enp0s16), so it is the primary interface the name derives from; the
+# user-network NIC that forwards HTTPS to the host comes after it (enp0s17).
+LAN_PCI_ADDR = "0x10"
+FORWARD_PCI_ADDR = "0x11"
+HOTPLUG_PCI_ADDR = "0x12"
 
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+def pytest_configure(config):
+    # The first requests go to a box whose CA the test does not know yet, on purpose.
+    config.addinivalue_line(
+        "filterwarnings", "ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
 def image_env() -> dict:
@@ -64,10 +80,12 @@ class Guest:
     """One QEMU box. `disk` is a qcow2 overlay of the built image (kept across boots of the
     same test); `boot()` starts it, `poweroff()` stops it cleanly, `power_cut()` kills it."""
 
-    def __init__(self, workdir: Path, mac: str, *, uefi: bool = False, disk_size: str = "3G"):
+    def __init__(self, workdir: Path, mac: str, *, uefi: bool = False, disk_size: str = "3G",
+                 lan: "Lan | None" = None):
         self.workdir = workdir
         self.mac = mac
         self.uefi = uefi
+        self.lan = lan
         self.disk = workdir / "system.qcow2"
         self.port = free_port()
         self.extra_disks: list[Path] = []
@@ -112,16 +130,26 @@ class Guest:
             fmt = "qcow2" if d.suffix == ".qcow2" else "raw"
             cmd += ["-drive", f"if=none,id=d{i},file={d},format={fmt}",
                     "-device", f"virtio-blk-pci,drive=d{i},serial=abri-test-{i}"]
+        # A PCIe port that can take a disk while the box runs (hotplug_disk).
+        cmd += ["-device", f"pcie-root-port,id=hp0,chassis=9,slot=9,addr={HOTPLUG_PCI_ADDR}"]
         cmd += self.extra_args
+        forward_mac = self.mac
+        if self.lan is not None:
+            # The primary NIC is on the LAN segment; the forwarding NIC gets another MAC.
+            cmd += ["-netdev", f"tap,id=lan,fd={self.lan.tap_fd}",
+                    "-device", f"virtio-net-pci,netdev=lan,mac={self.mac},addr={LAN_PCI_ADDR}"]
+            forward_mac = "52:54:00:00:fe:01"
         cmd += ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:443",
-                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac},addr=0x5"]
+                "-device", f"virtio-net-pci,netdev=n0,mac={forward_mac},addr={FORWARD_PCI_ADDR}"]
         return cmd
 
     def boot(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "the box is already running"
         self.boots += 1
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
-                                     stderr=open(self.workdir / f"qemu-{self.boots}.err", "w"))
+        fds = (self.lan.tap_fd,) if self.lan is not None else ()
+        with open(self.workdir / f"qemu-{self.boots}.err", "w") as err:
+            self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=err,
+                                         pass_fds=fds)
 
     def url(self, path: str) -> str:
         return f"https://127.0.0.1:{self.port}{path}"
@@ -169,6 +197,11 @@ class Guest:
             s.sendall(command.encode() + b"\n")
             time.sleep(0.5)
 
+    def hotplug_disk(self, path: Path) -> None:
+        """Plugs a raw disk image into the running box (virtio, PCIe hotplug)."""
+        self.monitor(f"drive_add 0 if=none,id=hot,file={path},format=raw")
+        self.monitor("device_add virtio-blk-pci,drive=hot,bus=hp0,id=hotdisk,serial=abri-hot")
+
     def wait_exit(self, timeout: float) -> bool:
         try:
             assert self.proc is not None
@@ -191,12 +224,157 @@ class Guest:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
 
+    def data_partition(self) -> Path:
+        """A raw copy of the data partition of the (stopped) box's disk, for debugfs."""
+        assert self.proc is None or self.proc.poll() is not None, "stop the box first"
+        offset, size = gpt_partition(self.disk, layout()["ABRI_DATA_PARTUUID"])
+        out = self.workdir / "data-partition.img"
+        out.unlink(missing_ok=True)
+        subprocess.run(
+            ["qemu-img", "convert", "-O", "raw", "--image-opts",
+             f"driver=raw,offset={offset},size={size},file.driver=qcow2,"
+             f"file.file.filename={self.disk}", str(out)],
+            check=True, timeout=300)
+        return out
+
+
+def layout() -> dict:
+    """board/common/layout.env: the pinned partition UUIDs."""
+    values = {}
+    for line in (ROOT / "board" / "common" / "layout.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            values[k] = v
+    return values
+
+
+def gpt_partition(qcow2: Path, partuuid: str) -> tuple[int, int]:
+    """(offset, size) in bytes of the GPT partition `partuuid` of a qcow2 disk."""
+    head = qcow2.parent / "gpt-head.img"
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "raw", "--image-opts",
+         f"driver=raw,offset=0,size={34 * 512},file.driver=qcow2,file.file.filename={qcow2}",
+         str(head)],
+        check=True, timeout=60)
+    data = head.read_bytes()
+    head.unlink()
+    assert data[512:520] == b"EFI PART", f"{qcow2} has no GPT"
+    entries_lba, count, entry_size = struct.unpack_from("<QII", data, 512 + 72)
+    wanted = uuid.UUID(partuuid)
+    for i in range(count):
+        at = entries_lba * 512 + i * entry_size
+        if at + entry_size > len(data):
+            break
+        entry = data[at:at + entry_size]
+        if uuid.UUID(bytes_le=entry[16:32]) == wanted:
+            first, last = struct.unpack_from("<QQ", entry, 32)
+            return first * 512, (last - first + 1) * 512
+    raise AssertionError(f"no partition {partuuid} in the GPT of {qcow2}")
+
+
+def journal_entries(partition: Path, workdir: Path) -> list[dict]:
+    """Every entry of the journal kept on a data partition image, read by the host's
+    journalctl."""
+    out = workdir / "journal-copy"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump /var/log/journal {out}", str(partition)],
+                   check=True, capture_output=True, timeout=120)
+    files = sorted(glob.glob(str(out / "journal" / "*" / "*.journal")))
+    assert files, f"no journal files on the data partition: {list(out.rglob('*'))}"
+    args = ["journalctl", "--no-pager", "-o", "json"]
+    for f in files:
+        args += ["--file", f]
+    text = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+
+class Lan:
+    """A LAN segment the test owns: a network namespace holding one end of a tap device
+    whose other end is the box's primary NIC. Programs run in the namespace (`run`) see the
+    box as a computer on its LAN would: mDNS works there (QEMU's user network carries no
+    multicast). The tap is opened here and handed to QEMU as a file descriptor, then moved
+    into the namespace, so nothing of it is left in the host's network."""
+
+    ADDRESS = "169.254.200.1/16"
+
+    def __init__(self, name: str):
+        self.ns = name
+        self.tap = f"abt{os.getpid() % 100000}"
+        subprocess.run(["ip", "netns", "add", self.ns], check=True, timeout=30)
+        try:
+            self.tap_fd = os.open("/dev/net/tun", os.O_RDWR)
+            os.set_inheritable(self.tap_fd, True)
+            fcntl.ioctl(self.tap_fd, TUNSETIFF,
+                        struct.pack("16sH", self.tap.encode(), IFF_TAP | IFF_NO_PI))
+            for cmd in (["ip", "link", "set", self.tap, "netns", self.ns],
+                        ["ip", "-n", self.ns, "link", "set", "lo", "up"],
+                        ["ip", "-n", self.ns, "link", "set", self.tap, "up"],
+                        ["ip", "-n", self.ns, "addr", "add", self.ADDRESS, "dev", self.tap]):
+                subprocess.run(cmd, check=True, timeout=30, capture_output=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, args: list, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, **(env or {}))
+        return subprocess.run(["ip", "netns", "exec", self.ns, *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=full_env)
+
+    def close(self) -> None:
+        if getattr(self, "tap_fd", None) is not None:
+            os.close(self.tap_fd)
+            self.tap_fd = None
+        subprocess.run(["ip", "netns", "del", self.ns], timeout=30, capture_output=True)
+
+
+def lan_unavailable() -> str | None:
+    """Why this machine cannot give a test its own LAN segment, or None."""
+    if os.geteuid() != 0:
+        return "network namespaces and tap devices need root"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is missing"
+    return None
+
+
+@pytest.fixture
+def lan():
+    why = lan_unavailable()
+    if why is not None:
+        pytest.skip(f"no LAN segment for the mDNS test: {why}")
+    segment = Lan(f"abri-fw-{os.getpid()}")
+    yield segment
+    segment.close()
+
+
+def image_inputs() -> list[Path]:
+    """What the image is made from: the board files, the build scripts, abrid."""
+    files = [p for d in ("board", "scripts/firmware") for p in (ROOT / d).rglob("*")
+             if p.is_file()]
+    return files + [PROVISION.parent / "abrid"]
+
 
 @pytest.fixture(scope="session")
 def built_image() -> Path:
-    for f in ("abri.img", "bzImage", "initrd.img", "image.env", "claim-code"):
-        if not (OUT / f).exists():
-            pytest.fail(f"missing {OUT / f}: run `make test-bundles` first", pytrace=False)
+    products = [OUT / f for f in ("abri.img", "bzImage", "initrd.img", "image.env",
+                                  "claim-code", "next.raucb", "broken.raucb")] + [PROVISION]
+    for f in products:
+        if not f.exists():
+            pytest.fail(f"missing {f}: run `make test-bundles` first", pytrace=False)
+    built = min(f.stat().st_mtime for f in products if f.suffix in (".img", ".raucb"))
+    for f in image_inputs():
+        if not f.exists():
+            pytest.fail(f"missing {f}: run `make test-bundles` first", pytrace=False)
+        if f.stat().st_mtime > built:
+            pytest.fail(f"the test image is older than {f}: run `make test-bundles` again",
+                        pytrace=False)
     return OUT
 
 

@@ -1,5 +1,5 @@
-"""The booted test image: identity from the MAC, certificate, state across boots, the
-data partition grown, backup disks, power cuts."""
+"""The booted test image: identity from the MAC, certificate, state and logs across boots,
+the data partition grown, backup disks, power cuts."""
 
 from __future__ import annotations
 
@@ -9,11 +9,19 @@ import time
 
 import requests
 
-from conftest import HTTP_TIMEOUT, activate, login, server_certificate
+from conftest import HTTP_TIMEOUT, activate, journal_entries, login, server_certificate
 
 
-def test_name_certificate_and_state_survive_a_reboot(make_guest):
+def blank_disk(path, size: int):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_name_certificate_and_state_survive_a_reboot(make_guest, tmp_path):
     box = make_guest("52:54:00:12:ab:cd")
+    # A blank second disk present at power-on becomes the backup disk during the first boot.
+    box.add_disk(blank_disk(tmp_path / "blank.img", 1024**3))  # vdb
     box.boot()
     status = box.wait_console()
     assert status["hostname"] == "backup-abcd"
@@ -31,6 +39,9 @@ def test_name_certificate_and_state_survive_a_reboot(make_guest):
     fw = session.get(box.url("/api/v1/system/firmware"), timeout=HTTP_TIMEOUT).json()
     assert fw["slot"] == "A"
     assert fw["updates_supported"] is True
+    backups = [d for d in info["disks"] if d["mount"] == "/srv/backups"]
+    assert backups and backups[0]["device"] == "/dev/vdb", info["disks"]
+    assert disks_by_name(session, box)["vdb"]["state"] == "store"
 
     box.poweroff()
     box.boot()
@@ -39,15 +50,21 @@ def test_name_certificate_and_state_survive_a_reboot(make_guest):
     assert again["fingerprint"] == status["fingerprint"]
     assert again["activated"] is True
     assert server_certificate(box.port, "backup-abcd.local")["pem"] == cert["pem"]
-    login(box, session.password)  # type: ignore[attr-defined]
+    session = login(box, session.password)  # type: ignore[attr-defined]
+    info = session.get(box.url("/api/v1/box"), timeout=HTTP_TIMEOUT).json()
+    backups = [d for d in info["disks"] if d["mount"] == "/srv/backups"]
+    assert backups and backups[0]["device"] == "/dev/vdb", info["disks"]
+    box.poweroff()
 
-
-def test_another_mac_on_a_fresh_disk_is_another_box(make_guest):
-    box = make_guest("52:54:00:77:12:34")
-    box.boot()
-    status = box.wait_console()
-    assert status["hostname"] == "backup-1234"
-    assert "DNS:backup-1234.local" in server_certificate(box.port, "backup-1234.local")["text"]
+    # The journal on the data partition holds abrid's lines of both boots.
+    entries = journal_entries(box.data_partition(), box.workdir)
+    abrid_boots: dict[str, list[str]] = {}
+    for e in entries:
+        if e.get("_SYSTEMD_UNIT") == "abrid.service":
+            abrid_boots.setdefault(e["_BOOT_ID"], []).append(str(e.get("MESSAGE", "")))
+    assert len(abrid_boots) == 2, f"abrid's lines of {len(abrid_boots)} boots kept, expected 2"
+    for lines in abrid_boots.values():
+        assert any("backup-abcd" in line for line in lines), lines[:20]
 
 
 def disks_by_name(session, box) -> dict:
@@ -70,10 +87,8 @@ def wait_disk_state(session, box, name: str, state: str, timeout: float = 120.0)
     raise AssertionError(f"{name} did not become {state} within {timeout} s: {seen}")
 
 
-def test_blank_disk_is_adopted_and_a_disk_with_files_is_not(make_guest, tmp_path):
-    blank = tmp_path / "blank.img"
-    with open(blank, "wb") as f:
-        f.truncate(1024**3)
+def test_a_disk_with_files_is_left_alone_and_a_plugged_blank_disk_is_adopted(make_guest,
+                                                                              tmp_path):
     full = tmp_path / "full.img"
     files = tmp_path / "files"
     (files / "photos").mkdir(parents=True)
@@ -84,36 +99,41 @@ def test_blank_disk_is_adopted_and_a_disk_with_files_is_not(make_guest, tmp_path
                    check=True, timeout=60)
 
     box = make_guest("52:54:00:12:ab:cd")
-    box.add_disk(blank)  # vdb
-    box.add_disk(full)   # vdc
+    box.add_disk(full)  # vdb
     box.boot()
     box.wait_console()
     session = activate(box)
-    store = wait_disk_state(session, box, "vdb", "store")
-    assert store["size_bytes"] == 1024**3
-    box.wait_console()
-    other = disks_by_name(session, box)["vdc"]
+    other = disks_by_name(session, box)["vdb"]
     assert other["state"] == "needs_confirmation"
     assert "ext4" in other["holds"] and "customer" in other["holds"], other
+    assert disks_by_name(session, box)["vda"]["state"] == "system"
 
     # Without an explicit confirmation the box refuses, and changes nothing.
-    r = session.post(box.url("/api/v1/system/disks/vdc/adopt"), json={}, timeout=HTTP_TIMEOUT)
+    r = session.post(box.url("/api/v1/system/disks/vdb/adopt"), json={}, timeout=HTTP_TIMEOUT)
     assert r.status_code == 409 and r.json()["error"] == "confirmation_required", r.text
-    r = session.post(box.url("/settings/system/disks/vdc/adopt"),
+    r = session.post(box.url("/settings/system/disks/vdb/adopt"),
                      data={"csrf": session.headers["X-CSRF-Token"]}, timeout=HTTP_TIMEOUT)
     assert r.status_code == 409, r.text
-    assert disks_by_name(session, box)["vdc"]["state"] == "needs_confirmation"
+    page = session.get(box.url("/settings/system"), timeout=HTTP_TIMEOUT)
+    assert 'data-disk="vdb" data-state="needs_confirmation"' in page.text
+    # The system disk is never offered, confirmed or not.
+    r = session.post(box.url("/api/v1/system/disks/vda/adopt"), json={"confirm": True},
+                     timeout=HTTP_TIMEOUT)
+    assert r.status_code == 422, r.text
 
+    # A blank disk plugged in while the box runs is adopted (abrid restarts onto it).
+    box.hotplug_disk(blank_disk(tmp_path / "blank.img", 1024**3))  # vdc
+    store = wait_disk_state(session, box, "vdc", "store")
+    assert store["size_bytes"] == 1024**3
+    box.wait_console()
     info = session.get(box.url("/api/v1/box"), timeout=HTTP_TIMEOUT).json()
     backups = [d for d in info["disks"] if d["mount"] == "/srv/backups"]
-    assert backups and backups[0]["device"] == "/dev/vdb", info["disks"]
-
-    # After a reboot the backup disk is mounted again and still the store.
-    box.poweroff()
-    box.boot()
-    box.wait_console()
-    session = login(box, session.password)  # type: ignore[attr-defined]
-    assert disks_by_name(session, box)["vdb"]["state"] == "store"
+    assert backups and backups[0]["device"] == "/dev/vdc", info["disks"]
+    assert disks_by_name(session, box)["vdb"]["state"] == "needs_confirmation"
+    # One backup disk: even confirmed, the disk with files is now refused.
+    r = session.post(box.url("/api/v1/system/disks/vdb/adopt"), json={"confirm": True},
+                     timeout=HTTP_TIMEOUT)
+    assert r.status_code == 422 and "vdb is left as it is" in r.json()["message"], r.text
     box.poweroff()
 
     listing = subprocess.run(["debugfs", "-R", "cat /photos/holiday.txt", str(full)],
@@ -121,10 +141,15 @@ def test_blank_disk_is_adopted_and_a_disk_with_files_is_not(make_guest, tmp_path
     assert listing.stdout == "keep me\n", listing.stderr
 
 
-def test_power_cut_during_writes_then_a_clean_boot(make_guest):
-    box = make_guest("52:54:00:12:ab:cd")
+def test_another_mac_is_another_box_and_a_power_cut_leaves_it_clean(make_guest):
+    # Another MAC on a fresh disk: another name and a certificate for it.
+    box = make_guest("52:54:00:77:12:34")
     box.boot()
-    box.wait_console()
+    status = box.wait_console()
+    assert status["hostname"] == "backup-1234"
+    assert "DNS:backup-1234.local" in server_certificate(box.port, "backup-1234.local")["text"]
+
+    # Power cut during writes, then a clean boot.
     session = activate(box)
     created: list[str] = []
     stop = threading.Event()
@@ -154,8 +179,11 @@ def test_power_cut_during_writes_then_a_clean_boot(make_guest):
     status = box.wait_console()
     assert status["activated"] is True
     session = login(box, session.password)  # type: ignore[attr-defined]
-    tokens = session.get(box.url("/api/v1/tokens"), timeout=HTTP_TIMEOUT).json()
-    ids = {t["id"] for t in tokens}
-    # Every token the box confirmed before the cut is there (the last answer may have been
-    # lost in flight, never a committed write).
-    assert set(created[:-1]) <= ids
+    r = session.get(box.url("/api/v1/tokens"), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    ids = {t["id"] for t in r.json()}
+    # Every token the box confirmed before the cut is there: an answer is sent only after
+    # the commit reached the disk.
+    missing = set(created) - ids
+    assert not missing, f"{len(missing)} confirmed tokens lost in the power cut"
+    assert status["hostname"] == "backup-1234"
