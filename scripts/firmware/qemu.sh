@@ -20,7 +20,9 @@ Booting the test box (TCG, about a minute). When it is up:
                compare the fingerprint the console shows
   claim code:  $(cat "$OUT/claim-code" 2>/dev/null || echo "see $OUT/claim-code")
   activate:    open the console and enter the claim code, or
-               abri-provision activate https://127.0.0.1:$PORT --claim-code <code>
+               abri-provision activate https://127.0.0.1:$PORT --claim-code <code> \\
+                   --fingerprint <the fingerprint on the console's activation page>
+               (QEMU's user network carries no mDNS, so the tool cannot learn it alone)
   disk:        $DISK (delete it for a fresh box)
   stop:        Ctrl-A X
 MSG

@@ -37,6 +37,9 @@ HTTP_TIMEOUT = 20.0
 LAN_PCI_ADDR = "0x10"
 FORWARD_PCI_ADDR = "0x11"
 HOTPLUG_PCI_ADDR = "0x12"
+# One vCPU: the machine running the tests is shared, and a second one only saves about a
+# third of the boot time when a core is free (ABRI_FW_SMP=2 to use it).
+QEMU_SMP = os.environ.get("ABRI_FW_SMP", "1")
 
 
 def pytest_configure(config):
@@ -111,7 +114,7 @@ class Guest:
 
     def command(self) -> list[str]:
         env = image_env()
-        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "768", "-smp", "2",
+        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "768", "-smp", QEMU_SMP,
                "-display", "none",
                "-serial", f"file:{self.log}",
                "-monitor", f"unix:{self.workdir / 'monitor.sock'},server,nowait"]
@@ -272,14 +275,16 @@ def gpt_partition(qcow2: Path, partuuid: str) -> tuple[int, int]:
     raise AssertionError(f"no partition {partuuid} in the GPT of {qcow2}")
 
 
-def journal_entries(partition: Path, workdir: Path) -> list[dict]:
-    """Every entry of the journal kept on a data partition image, read by the host's
-    journalctl."""
-    out = workdir / "journal-copy"
+def journal_entries(guest: Guest) -> list[dict]:
+    """Every entry of the journal the (stopped) box kept on its data partition, read by the
+    host's journalctl."""
+    partition = guest.data_partition()
+    out = guest.workdir / "journal-copy"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     subprocess.run(["debugfs", "-R", f"rdump /var/log/journal {out}", str(partition)],
                    check=True, capture_output=True, timeout=120)
+    partition.unlink()
     files = sorted(glob.glob(str(out / "journal" / "*" / "*.journal")))
     assert files, f"no journal files on the data partition: {list(out.rglob('*'))}"
     args = ["journalctl", "--no-pager", "-o", "json"]
@@ -390,6 +395,9 @@ def make_guest(tmp_path, built_image):
     yield make
     for g in guests:
         g.power_cut()
+        # The serial logs stay for a failure's post-mortem; the disks go (hundreds of MB each).
+        for disk in [g.disk, g.workdir / "data-partition.img", *g.extra_disks]:
+            disk.unlink(missing_ok=True)
 
 
 def claim_code() -> str:

@@ -57,7 +57,7 @@ def test_name_certificate_and_state_survive_a_reboot(make_guest, tmp_path):
     box.poweroff()
 
     # The journal on the data partition holds abrid's lines of both boots.
-    entries = journal_entries(box.data_partition(), box.workdir)
+    entries = journal_entries(box)
     abrid_boots: dict[str, list[str]] = {}
     for e in entries:
         if e.get("_SYSTEMD_UNIT") == "abrid.service":

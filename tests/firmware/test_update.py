@@ -5,6 +5,7 @@ given up and the box falls back to the slot it left."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import requests
@@ -56,6 +57,12 @@ def test_update_to_the_other_slot_then_a_broken_update_rolls_back(make_guest):
     info = firmware(session, box)
     assert info["slot"] == "A" and info["version"] == version, info
     assert info["last_update"] is None, info
+    # A file that is no signed bundle is refused, and nothing is recorded or changed.
+    r = session.post(box.url("/api/v1/system/update"), data=os.urandom(1 << 20),
+                     headers={"Content-Type": "application/octet-stream"}, timeout=120)
+    assert r.status_code == 422 and r.json()["error"] == "update_rejected", r.text
+    info = firmware(session, box)
+    assert info["slot"] == "A" and info["last_update"] is None, info
     # State that the update must keep.
     r = session.post(box.url("/api/v1/tokens"), json={"name": "kept-across-updates"},
                      timeout=HTTP_TIMEOUT)
@@ -107,7 +114,7 @@ def test_update_to_the_other_slot_then_a_broken_update_rolls_back(make_guest):
 
     # The journal tells why: the broken slot's abrid failed and the slot was given up. GRUB
     # gave every boot the same machine ID, so the box's logs are one machine's.
-    entries = journal_entries(box.data_partition(), box.workdir)
+    entries = journal_entries(box)
     messages = [str(e.get("MESSAGE", "")) for e in entries]
     assert any("broken on purpose" in m for m in messages)
     assert any("slot-failed: abrid does not start on slot A" in m for m in messages)
