@@ -37,8 +37,8 @@ HTTP_TIMEOUT = 20.0
 LAN_PCI_ADDR = "0x10"
 FORWARD_PCI_ADDR = "0x11"
 HOTPLUG_PCI_ADDR = "0x12"
-# One vCPU: the machine running the tests is shared, and a second one only saves about a
-# third of the boot time when a core is free (ABRI_FW_SMP=2 to use it).
+# One vCPU: the machine running the tests is shared, and a second one saves only about a
+# quarter of the time, and only when a core is free (ABRI_FW_SMP=2 to use it).
 QEMU_SMP = os.environ.get("ABRI_FW_SMP", "1")
 
 
