@@ -244,46 +244,79 @@ pub fn bundle_version(info_json: &str) -> Option<String> {
 /// One update at a time.
 static UPDATE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The right to receive and install one update: held from the first byte of the upload to
+/// the end of the install, so that two uploads never write the same file.
+pub struct UpdateTurn {
+    _guard: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Takes the update turn, before anything is uploaded: a box that cannot install updates,
+/// or that is installing one, says so at once.
+pub fn begin_update() -> AppResult<UpdateTurn> {
+    if !updates_supported() {
+        return Err(AppError::UpdateRejected(format!(
+            "this box cannot install updates: {RAUC_CONF} is missing (development box?)"
+        )));
+    }
+    UPDATE_LOCK
+        .try_lock()
+        .map(|guard| UpdateTurn { _guard: guard })
+        .map_err(|_| AppError::UpdateRejected("another update is being installed".into()))
+}
+
 fn upload_path(state_dir: &Path) -> PathBuf {
     state_dir.join("update").join("upload.raucb")
 }
 
-/// Streams an uploaded bundle to the data partition, within [`MAX_BUNDLE_BYTES`].
-pub async fn receive<S, E>(state_dir: &Path, mut body: S) -> AppResult<PathBuf>
+/// Streams an uploaded bundle to the data partition, within [`MAX_BUNDLE_BYTES`]. A refused
+/// or broken upload leaves no file behind.
+pub async fn receive<S, E>(_turn: &UpdateTurn, state_dir: &Path, body: S) -> AppResult<PathBuf>
 where
     S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    use futures_util::StreamExt;
     let path = upload_path(state_dir);
     let dir = path.parent().unwrap_or(state_dir);
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
-    let mut file = tokio::fs::File::create(&path).await.map_err(|e| {
+    match write_upload(&path, body, MAX_BUNDLE_BYTES).await {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_upload<S, E>(path: &Path, mut body: S, limit: u64) -> AppResult<()>
+where
+    S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    let mut file = tokio::fs::File::create(path).await.map_err(|e| {
         AppError::Internal(anyhow::anyhow!("cannot create {}: {e}", path.display()))
     })?;
     let mut size: u64 = 0;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| AppError::Invalid(format!("the upload broke off: {e}")))?;
         size += chunk.len() as u64;
-        if size > MAX_BUNDLE_BYTES {
-            drop(file);
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(AppError::TooLarge(MAX_BUNDLE_BYTES as usize));
+        if size > limit {
+            return Err(AppError::TooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
         }
         file.write_all(&chunk).await.map_err(|e| {
             AppError::Internal(anyhow::anyhow!("cannot write {}: {e}", path.display()))
         })?;
     }
-    file.sync_all()
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot sync {}: {e}", path.display())))?;
     if size == 0 {
-        let _ = tokio::fs::remove_file(&path).await;
         return Err(AppError::Invalid("the update file is empty".into()));
     }
-    Ok(path)
+    file.sync_all()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot sync {}: {e}", path.display())))
 }
 
 /// What an install did.
@@ -321,23 +354,19 @@ async fn run(cmd: &mut Command, what: &str, limit: Duration) -> AppResult<String
 
 /// Checks and installs the bundle at `bundle` into the other slot, records the outcome and,
 /// on success, reboots the box a few seconds later. The file is removed in every case.
-pub async fn install(db: &Db, bundle: &Path, actor: &str) -> AppResult<InstallOutcome> {
+pub async fn install(
+    turn: UpdateTurn,
+    db: &Db,
+    bundle: &Path,
+    actor: &str,
+) -> AppResult<InstallOutcome> {
     let result = install_inner(db, bundle, actor).await;
+    drop(turn);
     let _ = tokio::fs::remove_file(bundle).await;
     result
 }
 
 async fn install_inner(db: &Db, bundle: &Path, actor: &str) -> AppResult<InstallOutcome> {
-    if !updates_supported() {
-        return Err(AppError::UpdateRejected(format!(
-            "this box cannot install updates: {RAUC_CONF} is missing (development box?)"
-        )));
-    }
-    let Ok(_guard) = UPDATE_LOCK.try_lock() else {
-        return Err(AppError::UpdateRejected(
-            "another update is being installed".into(),
-        ));
-    };
     let info = run(
         Command::new("rauc")
             .args(["info", "--output-format=json"])
@@ -512,5 +541,51 @@ mod tests {
         assert_eq!(bundle_version(r#"{"version":""}"#), None);
         assert_eq!(bundle_version(r#"{"compatible":"x"}"#), None);
         assert_eq!(bundle_version("rauc: not json"), None);
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_written_whole_or_not_at_all() {
+        use axum::body::Bytes;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload.raucb");
+        let chunks = |parts: Vec<Result<&'static [u8], &'static str>>| {
+            futures_util::stream::iter(
+                parts
+                    .into_iter()
+                    .map(|p| p.map(Bytes::from_static))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        write_upload(&path, chunks(vec![Ok(b"rauc"), Ok(b"b")]), 16)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"raucb");
+        let broken = write_upload(&path, chunks(vec![Ok(b"ra"), Err("reset")]), 16).await;
+        assert!(
+            matches!(&broken, Err(AppError::Invalid(m)) if m.contains("broke off: reset")),
+            "{broken:?}"
+        );
+        let big = write_upload(
+            &path,
+            chunks(vec![Ok(b"0123456789"), Ok(b"0123456789")]),
+            16,
+        )
+        .await;
+        assert!(matches!(big, Err(AppError::TooLarge(16))), "{big:?}");
+        let empty = write_upload(&path, chunks(vec![]), 16).await;
+        assert!(matches!(empty, Err(AppError::Invalid(_))), "{empty:?}");
+
+        // Through receive, a refused upload leaves nothing behind.
+        let turn = UpdateTurn {
+            _guard: UPDATE_LOCK.try_lock().unwrap(),
+        };
+        let state = dir.path().join("state");
+        let refused = receive(&turn, &state, chunks(vec![Ok(b"ra"), Err("reset")])).await;
+        assert!(refused.is_err());
+        assert!(!upload_path(&state).exists());
+        let kept = receive(&turn, &state, chunks(vec![Ok(b"bundle")]))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(kept).unwrap(), b"bundle");
     }
 }

@@ -38,8 +38,9 @@ async fn firmware_info(
 /// The body is the bundle itself (`application/octet-stream`).
 async fn update(State(app): AppState, user: ApiUser, body: axum::body::Body) -> Response {
     let result = async {
-        let path = firmware::receive(&app.state_dir, body.into_data_stream()).await?;
-        firmware::install(&app.db, &path, &user.name).await
+        let turn = firmware::begin_update()?;
+        let path = firmware::receive(&turn, &app.state_dir, body.into_data_stream()).await?;
+        firmware::install(turn, &app.db, &path, &user.name).await
     }
     .await;
     match result {

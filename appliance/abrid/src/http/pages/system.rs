@@ -48,10 +48,12 @@ pub async fn system_page(
     user: PageUser,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let flash = q.get("done").map(|d| Flash {
-        kind: "ok",
-        text: d.clone(),
-    });
+    // Only a disk name comes from the address, never the text shown: a crafted link cannot
+    // make the console say anything.
+    let flash = q
+        .get("adopted")
+        .filter(|name| is_disk_name(name))
+        .and_then(|name| Flash::ok(&format!("{} {name}", user_texts(&user).disk_adopted)));
     page(&app, &user, flash, StatusCode::OK).await
 }
 
@@ -77,8 +79,9 @@ pub async fn upload_update(
                     csrf_ok = true;
                 }
                 Some("bundle") if csrf_ok => {
-                    let path = firmware::receive(&app.state_dir, Box::pin(field)).await?;
-                    return firmware::install(&app.db, &path, &user.name).await;
+                    let turn = firmware::begin_update()?;
+                    let path = firmware::receive(&turn, &app.state_dir, Box::pin(field)).await?;
+                    return firmware::install(turn, &app.db, &path, &user.name).await;
                 }
                 _ => {}
             }
@@ -141,19 +144,37 @@ pub async fn adopt_disk(
         Err(e) => Err(e),
     };
     match result {
-        Ok(_) => {
-            let text = format!("{} {name}", user_texts(&user).disk_adopted);
-            Redirect::to(&format!("/settings/system?done={}", url_escape(&text))).into_response()
-        }
+        Ok(_) => Redirect::to(&format!("/settings/system?adopted={name}")).into_response(),
         Err(e) => page(&app, &user, Flash::error(e.to_string()), status_of(&e)).await,
     }
 }
 
-fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// A kernel disk name as `/sys/block` lists them (`sda`, `vdb`, `nvme0n1`).
+fn is_disk_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_disk_name;
+
+    #[test]
+    fn only_disk_names_come_from_the_address() {
+        for name in ["sda", "vdb", "nvme0n1", "mmcblk0"] {
+            assert!(is_disk_name(name), "{name}");
+        }
+        for name in [
+            "",
+            "Your box is broken",
+            "sda/../x",
+            "vdb%20",
+            &"a".repeat(33),
+        ] {
+            assert!(!is_disk_name(name), "{name}");
+        }
+    }
 }
