@@ -11,11 +11,18 @@ say() { echo "install-test-deps: $*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
 # Each area lists its packages in scripts/apt/<area>.txt (one per line, # comments).
+# A second word names the suite to take the package from (e.g. bookworm-backports, whose
+# source is added when needed).
 want=()
+from_suite=()
 for list in scripts/apt/*.txt; do
-    while read -r pkg _; do
+    while read -r pkg suite _; do
         case "$pkg" in '' | '#'*) continue ;; esac
-        want+=("$pkg")
+        if [ -n "${suite:-}" ]; then
+            from_suite+=("$pkg/$suite")
+        else
+            want+=("$pkg")
+        fi
     done <"$list"
 done
 if ! command -v node >/dev/null 2>&1; then
@@ -30,6 +37,20 @@ for pkg in "${want[@]}"; do
     if ! dpkg -s "$pkg" >/dev/null 2>&1; then
         missing+=("$pkg")
     fi
+done
+
+for entry in "${from_suite[@]}"; do
+    pkg="${entry%%/*}"
+    suite="${entry#*/}"
+    dpkg -s "$pkg" >/dev/null 2>&1 && continue
+    if ! grep -rqs "$suite" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        say "adding the Debian $suite source"
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$suite" >"/etc/apt/sources.list.d/$suite.sources"
+        apt-get update -qq
+    fi
+    say "apt-get install -t $suite $pkg"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t "$suite" "$pkg" >/dev/null
 done
 
 if ((${#missing[@]})); then

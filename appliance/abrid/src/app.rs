@@ -112,8 +112,15 @@ impl App {
 pub fn test_app(dir: &std::path::Path) -> Arc<App> {
     let factory = crate::boot::load_factory(dir, None, true)
         .expect("a dev factory can be written to a temp dir");
-    let booted = crate::boot::boot(dir, &factory.data, Some("52:54:00:12:ab:cd"), None, true)
-        .expect("a dev box boots in a temp dir");
+    let booted = crate::boot::boot(
+        dir,
+        &factory.data,
+        Some("52:54:00:12:ab:cd"),
+        None,
+        true,
+        false,
+    )
+    .expect("a dev box boots in a temp dir");
     Arc::new(
         App::new(booted, factory.data, dir.to_path_buf(), true, Vec::new()).expect("the app opens"),
     )

@@ -106,6 +106,7 @@ pub fn boot(
     mac: Option<&str>,
     interface: Option<&str>,
     dev: bool,
+    adopt_disks: bool,
 ) -> Result<Booted> {
     let seen = identity::seen_mac(mac, interface, dev)?;
     let db = Db::open(&db_dir(state_dir))?;
@@ -119,7 +120,11 @@ pub fn boot(
     settings::ensure_default_plans(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
     seed_mail_relay(&db, factory)?;
     let ca = BoxCa::load_or_create(&state_dir.join("tls"), &identity.hostname)?;
-    let store = open_store(&state_dir.join("store"))?;
+    crate::firmware::settle_last_update(&db)?;
+    if adopt_disks && let Some(disk) = crate::datadisk::adopt_first_blank(&db) {
+        tracing::info!("adopted the blank disk {} as the backup disk", disk.device);
+    }
+    let store = open_store(&crate::datadisk::store_dir(state_dir, &db))?;
     Ok(Booted {
         db,
         store,

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Do not announce the box over mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Adopt a blank second disk as the backup store, and offer other disks for adoption
+    /// in the console (the appliance's unit sets it; never on a general-purpose machine).
+    #[arg(long)]
+    pub adopt_disks: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -27,6 +27,10 @@ pub enum AppError {
     DiskFull(String),
     #[error("the mail could not be sent: {0}")]
     MailFailed(String),
+    #[error("{0}")]
+    ConfirmationRequired(String),
+    #[error("the update was not installed: {0}")]
+    UpdateRejected(String),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }

@@ -9,7 +9,9 @@ mod backups;
 mod boot;
 mod boxinfo;
 mod cli;
+mod datadisk;
 mod errors;
+mod firmware;
 mod http;
 mod identity;
 mod image_browse;
@@ -19,6 +21,7 @@ mod mailer;
 mod maintenance;
 mod schedule;
 mod secrets;
+mod service;
 mod settings;
 mod snapshot_files;
 mod snapshot_images;
@@ -95,6 +98,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         args.mac.as_deref(),
         args.interface.as_deref(),
         args.dev,
+        // A development box never formats a disk.
+        args.adopt_disks && !args.dev,
     )?;
     let addresses = current_addresses(booted.identity.interface.as_deref(), args.dev);
     let names = tls::ServerNames::for_box(
@@ -177,6 +182,11 @@ async fn run(
     }
 
     print_banner(&app, bound, dev_claim_code.as_deref());
+    service::notify_ready(&format!("serving {}", app.identity.hostname));
+    tokio::spawn(service::watchdog(app.clone()));
+    if args.adopt_disks && !args.dev {
+        tokio::spawn(datadisk::watch(app.db.clone()));
+    }
     tokio::spawn(watch_addresses(app.clone(), rustls_config, args.dev));
     tokio::spawn(backups::scheduler(app.clone()));
     tokio::spawn(maintenance::daily(app.clone()));
@@ -186,6 +196,7 @@ async fn run(
         r = plain_task => r.context("HTTP server task")?.with_context(|| format!("cannot serve HTTP on {}", args.http))?,
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
+    service::notify_stopping();
     handle.graceful_shutdown(Some(Duration::from_secs(5)));
     redirect_handle.graceful_shutdown(Some(Duration::from_secs(1)));
     let announcer = app.announcer.lock().ok().and_then(|mut a| a.take());

@@ -20,6 +20,8 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MailFailed(_) => (StatusCode::BAD_GATEWAY, "mail_failed"),
             AppError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            AppError::ConfirmationRequired(_) => (StatusCode::CONFLICT, "confirmation_required"),
+            AppError::UpdateRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "update_rejected"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

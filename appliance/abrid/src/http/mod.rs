@@ -7,6 +7,7 @@ pub mod extract;
 pub mod openapi;
 mod pages;
 mod security;
+pub mod system_api;
 
 use crate::app::App;
 use axum::Router;
@@ -18,7 +19,12 @@ use std::sync::Arc;
 /// The whole HTTPS application.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .nest("/api/v1", api::routes().nest("/agent", agent_api::routes()))
+        .nest(
+            "/api/v1",
+            api::routes()
+                .nest("/agent", agent_api::routes())
+                .nest("/system", system_api::routes()),
+        )
         .merge(pages::routes())
         .layer(axum::middleware::from_fn(security::headers))
         .layer(axum::middleware::from_fn(security::same_origin))

@@ -64,6 +64,9 @@ pub async fn same_origin(request: Request, next: Next) -> Response {
 /// next request on it would fail. A body over the limit is refused with 413 and the
 /// connection closed.
 pub async fn read_body_first(request: Request, next: Next) -> Response {
+    if super::system_api::streams_body(request.uri().path()) {
+        return next.run(request).await;
+    }
     let limit = if request.uri().path().starts_with("/api/v1/agent/chunks/") {
         abri_store::MAX_CHUNK_LEN + 64
     } else {

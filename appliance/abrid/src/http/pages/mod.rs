@@ -7,6 +7,7 @@ mod dashboard;
 mod machines;
 mod onboarding;
 mod settings;
+mod system;
 
 use crate::accounts;
 use crate::app::App;
@@ -49,6 +50,18 @@ pub fn routes() -> Router<Arc<App>> {
             get(settings::plan_page).post(settings::save_plan),
         )
         .route("/settings/box", get(settings::box_page))
+        .route("/settings/system", get(system::system_page))
+        .route(
+            "/settings/system/update",
+            // The form carries a whole update bundle.
+            post(system::upload_update).layer(axum::extract::DefaultBodyLimit::max(
+                crate::firmware::MAX_BUNDLE_BYTES as usize + (1 << 20),
+            )),
+        )
+        .route(
+            "/settings/system/disks/{id}/adopt",
+            post(system::adopt_disk),
+        )
         .route("/machines", get(machines::machines_page))
         .route(
             "/machines/enrol",
