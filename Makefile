@@ -13,7 +13,8 @@ all: build
 
 ## run: build abrid, abri-provision and abri-agent, then run a development box (prints URL, name, claim code)
 run: build
-	./target/debug/abrid --dev --state-dir $(STATE_DIR) --https $(HTTPS_ADDR) --http $(HTTP_ADDR)
+	./target/debug/abrid --dev --state-dir $(STATE_DIR) --https $(HTTPS_ADDR) --http $(HTTP_ADDR) \
+		--installers target/windows/dist
 
 ## build: the binaries the system and browser tests drive
 build:

@@ -8,6 +8,8 @@
 # usage: post-build.sh TARGET_DIR BOARD_DIR
 # env:   ABRI_RAUC_KEYRING   the CA certificate(s) update bundles must be signed by (required)
 #        ABRI_VERSION        the firmware version shown by the console (default: unknown)
+#        ABRI_WINDOWS_MSI    the generic Windows agent installer (make windows-agent) the
+#                            console makes per-token kits of (optional)
 set -euo pipefail
 
 TARGET_DIR="$1"
@@ -65,6 +67,11 @@ VERSION=${ABRI_VERSION:-unknown}
 BOARD=$ABRI_BOARD
 RAUC_COMPATIBLE=$ABRI_RAUC_COMPATIBLE
 REL
+
+# The agent installers the console hands out (abrid --installers, its default directory).
+if [ -n "${ABRI_WINDOWS_MSI:-}" ]; then
+    install -D -m 0644 "$ABRI_WINDOWS_MSI" "$TARGET_DIR/usr/share/abri/installers/abri-agent.msi"
+fi
 
 # Mount points on the read-only root.
 mkdir -p "$TARGET_DIR/data" "$TARGET_DIR$ABRI_ESP_MOUNT" "$TARGET_DIR/srv/backups" \

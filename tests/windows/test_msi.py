@@ -1,15 +1,23 @@
 """The Windows installer: built with wixl from appliance/agent/dist/windows/abri-agent.wxs and
 inspected with msiinfo (msitools), the way a technician's msiexec would read it: the service
-definition, the preconfigured enrolment data of a kit, and no secret beyond the token."""
+definition, the preconfigured enrolment data of a kit, and no secret beyond the token; and the
+kit the box itself makes from the generic installer for an enrolment token."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "system"))
+
+from conftest import assert_error, make_box, pytest_runtest_makereport  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_EXE = Path(os.environ.get(
@@ -109,3 +117,83 @@ def test_a_value_that_would_break_the_installer_is_refused(tmp_path):
     assert p.returncode != 0
     assert "ABRI_TOKEN" in p.stderr
     assert not (tmp_path / "bad.msi").exists()
+
+
+def suminfo(msi: Path) -> dict[str, str]:
+    p = subprocess.run(["msiinfo", "suminfo", str(msi)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    return dict(line.split(": ", 1) for line in p.stdout.splitlines() if ": " in line)
+
+
+def test_the_box_makes_a_kit_of_its_generic_installer_for_a_token(make_box, tmp_path):
+    installers = tmp_path / "installers"
+    installers.mkdir()
+    generic = build(installers / "abri-agent.msi")
+    generic_sha = hashlib.sha256(generic.read_bytes()).hexdigest()
+    box = make_box(extra_args=("--installers", str(installers))).start()
+    box.activate()
+    api = box.session()
+    r = api.post("enrolment-tokens", json={"name": "kit", "days": 7})
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+
+    r = api.post("enrolment-tokens/windows-installer",
+                 json={"token": token, "box_url": "https://192.0.2.10:8443"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/x-msi"
+    assert r.headers["cache-control"] == "no-store"
+    assert 'filename="abri-agent-backup-' in r.headers["content-disposition"]
+    kit = tmp_path / "kit.msi"
+    kit.write_bytes(r.content)
+    tables, generic_tables = all_tables(kit), all_tables(generic)
+    props = {row["Property"]: row["Value"] for row in tables.pop("Property")}
+    generic_props = {row["Property"]: row["Value"] for row in generic_tables.pop("Property")}
+    assert props == dict(generic_props, BOX_URL="https://192.0.2.10:8443",
+                         FINGERPRINT=box.fingerprint(), TOKEN=token)
+    assert tables == generic_tables  # the program, the service, the registry: unchanged
+    assert suminfo(kit)["Revision number (UUID)"] != suminfo(generic)["Revision number (UUID)"]
+    # The embedded cabinet (the program itself) is carried over byte for byte.
+    for msi in (kit, generic):
+        out = tmp_path / f"{msi.stem}-files"
+        p = subprocess.run(["msiextract", "-C", str(out), str(msi)], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+    [exe] = (tmp_path / "kit-files").rglob("abri-agent.exe")
+    assert exe.read_bytes() == AGENT_EXE.read_bytes()
+
+    # Without box_url the kit names the box by its mDNS name.
+    r = api.post("enrolment-tokens/windows-installer", json={"token": token})
+    assert r.status_code == 200, r.text
+    kit.write_bytes(r.content)
+    props = {row["Property"]: row["Value"] for row in table(kit, "Property")}
+    assert re.fullmatch(r"https://backup-[0-9a-f]{4}\.local", props["BOX_URL"]), props
+
+    # Bad input: a clear error, and the generic installer is left as it was.
+    [token_id] = [t["id"] for t in api.get("enrolment-tokens").json()]
+    assert_error(api.post("enrolment-tokens/windows-installer",
+                          json={"token": token, "box_url": "http://x"}), 422, "invalid")
+    assert_error(api.post("enrolment-tokens/windows-installer",
+                          json={"token": token + "x"}), 401)
+    assert_error(api.post("enrolment-tokens/windows-installer", json={}), 422, "invalid")
+    assert api.delete(f"enrolment-tokens/{token_id}").status_code == 204
+    assert_error(api.post("enrolment-tokens/windows-installer", json={"token": token}), 401)
+    assert hashlib.sha256(generic.read_bytes()).hexdigest() == generic_sha
+    # Not signed in: refused.
+    anonymous = requests.post(box.api("enrolment-tokens/windows-installer"),
+                              json={"token": token}, verify=str(box.ca_pem), timeout=15)
+    assert anonymous.status_code == 401, anonymous.status_code
+
+
+def test_a_box_without_the_installer_says_so(make_box, tmp_path):
+    box = make_box(extra_args=("--installers", str(tmp_path / "none"))).start()
+    box.activate()
+    api = box.session()
+    token = api.post("enrolment-tokens", json={"name": "kit", "days": 7}).json()["token"]
+    r = api.post("enrolment-tokens/windows-installer", json={"token": token})
+    assert_error(r, 404)
+    assert "abri-agent.msi" in r.json()["message"]
+    page = api.http.post(f"{box.base}/machines/enrol", data={"csrf": api.csrf, "name": "k2",
+                         "days": "7"}, verify=str(box.ca_pem), timeout=15)
+    assert page.status_code == 200
+    assert 'id="kit-missing"' in page.text and 'id="kit-form"' not in page.text

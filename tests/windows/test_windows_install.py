@@ -1,5 +1,6 @@
 """The technician's journey on Windows, under Wine 8: a kit MSI (box URL, CA fingerprint and
-enrolment token built in) installed silently with msiexec; the AbriAgent service starts, enrols
+enrolment token built in), downloaded from the box's enrolment page, installed silently with
+msiexec; the AbriAgent service starts, enrols
 itself from the registry, deletes the token, and backs up when the console asks; uninstalling
 leaves no service, no program and no registry key. Wine has no VSS: the backup is marked
 without snapshot. A Wine prefix of its own keeps the installed service away from other tests."""
@@ -16,9 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "system"))
 
 from conftest import (  # noqa: E402,F401  (fixtures are used by name)
-    active_box,
-    api,
-    box,
     make_box,
     pytest_runtest_makereport,
 )
@@ -35,8 +33,14 @@ from test_windows_agent import WINE_RUN, WINE_TIMEOUT, win  # noqa: E402
 ENROL_TIMEOUT = 120.0  # seconds for the service to start and enrol
 
 
-def test_msi_installs_a_service_that_enrols_backs_up_and_uninstalls(api, active_box, tmp_path):
-    box = active_box
+def test_msi_installs_a_service_that_enrols_backs_up_and_uninstalls(make_box, tmp_path):
+    # The box carries the generic installer, as the firmware image does.
+    installers = tmp_path / "installers"
+    installers.mkdir()
+    build(installers / "abri-agent.msi")
+    box = make_box(extra_args=("--installers", str(installers))).start()
+    box.activate()
+    api = box.session()
     prefix = tmp_path / "wine"
     env = dict(os.environ, WINEPREFIX=str(prefix))
 
@@ -57,8 +61,9 @@ def test_msi_installs_a_service_that_enrols_backs_up_and_uninstalls(api, active_
     (tree / "docs").mkdir(parents=True)
     (tree / "docs" / "rapport été.txt").write_bytes(b"quarterly report")
     set_files_plan(api, [win(tree)])
-    # The token comes from the console's enrolment page, whose Windows line the technician
-    # would copy (its box name needs mDNS: the test gives the loopback address instead).
+    # The technician makes a token on the console's enrolment page, which shows the msiexec
+    # line and offers the installer with the token built in. The box's name needs mDNS: the
+    # technician gives the address the machines reach it at (here, loopback).
     r = api.http.post(f"{box.base}/machines/enrol", data={"csrf": api.csrf, "name": "kit",
                       "days": "30"}, verify=str(box.ca_pem), timeout=15)
     assert r.status_code == 200, r.status_code
@@ -69,8 +74,18 @@ def test_msi_installs_a_service_that_enrols_backs_up_and_uninstalls(api, active_
     values = dict(part.split("=", 1) for part in line.split()[4:])
     assert values["FINGERPRINT"] == box.fingerprint(), line
     token = values["TOKEN"]
-    msi = build(tmp_path / "kit.msi", ABRI_BOX_URL=box.base, ABRI_FINGERPRINT=box.fingerprint(),
-                ABRI_TOKEN=token)
+    form = re.search(r'<form id="kit-form".*?</form>', r.text, re.S)
+    assert form, r.text[-2000:]
+    hidden = dict(re.findall(r'name="(csrf|token)" value="([^"]*)"', form.group(0)))
+    assert html.unescape(hidden["token"]) == token
+    r = api.http.post(f"{box.base}/machines/enrol/windows-installer",
+                      data={"csrf": html.unescape(hidden["csrf"]), "token": token,
+                            "box_url": box.base},
+                      verify=str(box.ca_pem), timeout=60)
+    assert r.status_code == 200, r.text[-2000:]
+    assert r.headers["content-type"] == "application/x-msi"
+    msi = tmp_path / "kit.msi"
+    msi.write_bytes(r.content)
     wine("cmd", "/c", "ver")  # creates the prefix
     # Wine ends its services with the prefix's last program: a console kept open keeps the
     # AbriAgent service alive between the commands below.

@@ -35,6 +35,8 @@ pub struct App {
     pub addresses: RwLock<Vec<IpAddr>>,
     pub announcer: Mutex<Option<abri_host::Announcer>>,
     pub upkeep: crate::maintenance::UpkeepState,
+    /// Where the agent installers the console hands out are (`--installers`).
+    pub installers_dir: PathBuf,
 }
 
 impl App {
@@ -68,6 +70,7 @@ impl App {
             addresses: RwLock::new(addresses),
             announcer: Mutex::new(None),
             upkeep: crate::maintenance::UpkeepState::default(),
+            installers_dir: PathBuf::from(crate::installers::DEFAULT_DIR),
         })
     }
 

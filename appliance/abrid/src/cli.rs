@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// in the console (the appliance's unit sets it; never on a general-purpose machine).
     #[arg(long)]
     pub adopt_disks: bool,
+    /// Where the agent installers the console hands out are (`abri-agent.msi`, made into a
+    /// kit per enrolment token).
+    #[arg(long, default_value = crate::installers::DEFAULT_DIR)]
+    pub installers: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

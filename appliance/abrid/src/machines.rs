@@ -94,6 +94,33 @@ fn check_hostname(hostname: &str) -> AppResult<()> {
     }
 }
 
+/// The record of `presented` (`<id>.<secret>`) if it is known, unexpired and not revoked.
+fn valid_enrol_token(
+    app: &App,
+    txn: &heed::RoTxn,
+    presented: &str,
+) -> AppResult<(String, EnrolToken)> {
+    let refused = || AppError::Unauthenticated("unknown, expired or revoked enrolment token");
+    let (id, secret) = presented.trim().split_once('.').ok_or_else(refused)?;
+    let token = app
+        .db
+        .get_in::<EnrolToken>(txn, Table::EnrolTokens, id)?
+        .ok_or_else(refused)?;
+    if token.revoked
+        || token.expires < now()
+        || !constant_time_eq(&sha256_hex(secret), &token.secret_sha256)
+    {
+        return Err(refused());
+    }
+    Ok((id.to_string(), token))
+}
+
+/// Checks that an enrolment token would be accepted now (for an installer kit).
+pub fn check_enrol_token(app: &App, presented: &str) -> AppResult<EnrolToken> {
+    let txn = app.db.read_txn()?;
+    Ok(valid_enrol_token(app, &txn, presented)?.1)
+}
+
 /// Trades a valid enrolment token for a new machine's credentials.
 pub fn enrol(app: &App, req: &EnrolRequest, chunk_key_hex: &str) -> AppResult<EnrolResponse> {
     check_hostname(&req.hostname)?;
@@ -107,24 +134,8 @@ pub fn enrol(app: &App, req: &EnrolRequest, chunk_key_hex: &str) -> AppResult<En
             "agent_version: 1 to 40 characters".into(),
         ));
     }
-    let refused = AppError::Unauthenticated("unknown, expired or revoked enrolment token");
-    let (id, secret) = req
-        .token
-        .trim()
-        .split_once('.')
-        .ok_or(AppError::Unauthenticated(
-            "unknown, expired or revoked enrolment token",
-        ))?;
     let mut txn = app.db.write_txn()?;
-    let Some(mut token) = app.db.get_in::<EnrolToken>(&txn, Table::EnrolTokens, id)? else {
-        return Err(refused);
-    };
-    if token.revoked
-        || token.expires < now()
-        || !constant_time_eq(&sha256_hex(secret), &token.secret_sha256)
-    {
-        return Err(refused);
-    }
+    let (id, mut token) = valid_enrol_token(app, &txn, &req.token)?;
     token.uses += 1;
     let machine_id = format!("m-{}", &generate_token()[..12]);
     let machine_key = generate_token();
@@ -140,7 +151,7 @@ pub fn enrol(app: &App, req: &EnrolRequest, chunk_key_hex: &str) -> AppResult<En
         revoked_at: None,
         enrol_token: token.id.clone(),
     };
-    app.db.put_in(&mut txn, Table::EnrolTokens, id, &token)?;
+    app.db.put_in(&mut txn, Table::EnrolTokens, &id, &token)?;
     app.db
         .put_in(&mut txn, Table::Machines, &machine_id, &machine)?;
     app.db.audit_in(

@@ -15,6 +15,7 @@ mod firmware;
 mod http;
 mod identity;
 mod image_browse;
+mod installers;
 mod jobs;
 mod machines;
 mod mailer;
@@ -108,16 +109,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         &addresses,
     );
     let tls_config = booted.ca.server_config(&names)?;
-    let app = Arc::new(
-        App::new(
-            booted,
-            factory.data,
-            args.state_dir.clone(),
-            args.dev,
-            addresses,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let mut app = App::new(
+        booted,
+        factory.data,
+        args.state_dir.clone(),
+        args.dev,
+        addresses,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    app.installers_dir = args.installers.clone();
+    let app = Arc::new(app);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(run(app, args, tls_config, factory.dev_claim_code))
 }

@@ -43,6 +43,7 @@ pub fn routes() -> Router<Arc<App>> {
             get(enrol_tokens).post(create_enrol_token),
         )
         .route("/enrolment-tokens/{id}", delete(revoke_enrol_token))
+        .route("/enrolment-tokens/windows-installer", post(windows_kit))
         .route("/machines", get(machines))
         .route("/machines/{id}", get(machine))
         .route("/machines/{id}/revoke", post(revoke_machine))
@@ -386,6 +387,30 @@ async fn create_enrol_token(
     let mut view = EnrolTokenView::from(token);
     view.token = Some(secret);
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KitRequest {
+    token: String,
+    /// The address agents reach the box at; the box's mDNS name when absent.
+    #[serde(default)]
+    box_url: Option<String>,
+}
+
+/// The Windows installer with the box's address, fingerprint and the given token built in.
+async fn windows_kit(
+    State(app): AppState,
+    _user: ApiUser,
+    ApiJson(req): ApiJson<KitRequest>,
+) -> AppResult<Response> {
+    let box_url = req
+        .box_url
+        .unwrap_or_else(|| crate::installers::default_box_url(&app));
+    let kit_app = app.clone();
+    let bytes =
+        blocking(move || crate::installers::windows_kit(&kit_app, &req.token, &box_url)).await?;
+    Ok(super::pages::machines::kit_response(&app, bytes))
 }
 
 async fn revoke_enrol_token(

@@ -190,6 +190,14 @@ pub const OPERATIONS: &[Operation] = &[
         true,
     ),
     op(
+        "post",
+        "/enrolment-tokens/windows-installer",
+        "The Windows installer (application/x-msi) with the box's address, fingerprint and this token built in",
+        Some("WindowsKit"),
+        "Any",
+        true,
+    ),
+    op(
         "get",
         "/machines",
         "Enrolled machines",
@@ -323,6 +331,13 @@ fn schemas() -> Value {
     plan["properties"]["kind"] = json!({"enum": ["files", "image"]});
     let security = json!({"enum": ["starttls", "tls", "none"]});
     let mut schemas = serde_json::Map::new();
+    schemas.insert(
+        "WindowsKit".into(),
+        obj(
+            json!({"token": s("string"), "box_url": s("string")}),
+            &["token"],
+        ),
+    );
     schemas.insert(
         "Error".into(),
         obj(

@@ -167,6 +167,12 @@ pub struct Texts {
     pub token_created: &'static str,
     /// Before the silent msiexec line for Windows machines.
     pub token_created_windows: &'static str,
+    /// Label of the address the Windows installer kit gives agents.
+    pub kit_box_url: &'static str,
+    /// Button: download the Windows installer with this token built in.
+    pub kit_download: &'static str,
+    /// When the box carries no Windows installer.
+    pub kit_missing: &'static str,
     pub expires: &'static str,
     pub uses: &'static str,
     pub revoke: &'static str,
@@ -352,7 +358,10 @@ pub static EN: Texts = Texts {
     valid_days: "Valid for (days)",
     create_token: "Create a token",
     token_created: "Copy this token now: it is shown only once. On each machine, run:",
-    token_created_windows: "On Windows, as administrator, install the agent's MSI (make windows-agent builds it) silently:",
+    token_created_windows: "On Windows, as administrator, install the agent's MSI silently:",
+    kit_box_url: "Address the machines reach the box at",
+    kit_download: "Download the Windows installer with this token",
+    kit_missing: "This box carries no Windows installer: build it with make windows-agent and run the command above.",
     expires: "Expires",
     uses: "Machines enrolled",
     revoke: "Revoke",
@@ -537,7 +546,10 @@ pub static FR: Texts = Texts {
     valid_days: "Valable (jours)",
     create_token: "Créer un jeton",
     token_created: "Copiez ce jeton maintenant : il n'est affiché qu'une fois. Sur chaque machine, lancez :",
-    token_created_windows: "Sous Windows, en administrateur, installez le MSI de l'agent (construit par make windows-agent) en silencieux :",
+    token_created_windows: "Sous Windows, en administrateur, installez le MSI de l'agent en silencieux :",
+    kit_box_url: "Adresse à laquelle les machines joignent le boîtier",
+    kit_download: "Télécharger l'installeur Windows avec ce jeton",
+    kit_missing: "Ce boîtier n'a pas d'installeur Windows : construisez-le avec make windows-agent et lancez la commande ci-dessus.",
     expires: "Expire",
     uses: "Machines enrôlées",
     revoke: "Révoquer",

@@ -351,15 +351,27 @@ pub struct EnrolPage {
     pub new_command: Option<String>,
     /// The same for Windows: a silent install of the MSI (docs/windows.md).
     pub new_windows_command: Option<String>,
+    /// The token just created, for the Windows installer kit form.
+    pub new_token: Option<String>,
+    /// Whether this box carries the Windows installer it can make kits of.
+    pub windows_installer: bool,
+    /// The address a kit gives agents by default.
+    pub box_url: String,
 }
 
-fn enrol_view(
-    app: &App,
-    c: Chrome,
-    new_command: Option<(String, String)>,
-    status: StatusCode,
-) -> Response {
-    let (new_command, new_windows_command) = new_command.unzip();
+/// What the enrolment page shows once a token is made: the Linux and Windows command lines
+/// and the token itself (for the installer kit).
+pub struct NewToken {
+    pub command: String,
+    pub windows_command: String,
+    pub token: String,
+}
+
+fn enrol_view(app: &App, c: Chrome, new: Option<NewToken>, status: StatusCode) -> Response {
+    let (new_command, new_windows_command, new_token) = match new {
+        Some(n) => (Some(n.command), Some(n.windows_command), Some(n.token)),
+        None => (None, None, None),
+    };
     let tokens = machines::enrol_tokens(app)
         .unwrap_or_default()
         .into_iter()
@@ -378,6 +390,9 @@ fn enrol_view(
             tokens,
             new_command,
             new_windows_command,
+            new_token,
+            windows_installer: crate::installers::windows_msi(&app.installers_dir).is_some(),
+            box_url: crate::installers::default_box_url(app),
         },
     )
 }
@@ -427,17 +442,80 @@ pub async fn create_token(
                 "abri-agent enroll --box https://{host}.local --fingerprint {fingerprint} \
                  --token {secret}"
             );
-            let windows = format!(
+            let windows_command = format!(
                 "msiexec /i abri-agent.msi /qn BOX_URL=https://{host}.local \
                  FINGERPRINT={fingerprint} TOKEN={secret}"
             );
-            enrol_view(&app, c, Some((command, windows)), StatusCode::OK)
+            let new = NewToken {
+                command,
+                windows_command,
+                token: secret,
+            };
+            enrol_view(&app, c, Some(new), StatusCode::OK)
         }
         Err(e) => {
             let status = status_of(&e);
             enrol_view(&app, c.with_error(&e), None, status)
         }
     }
+}
+
+#[derive(Deserialize)]
+pub struct KitForm {
+    csrf: String,
+    token: String,
+    box_url: String,
+}
+
+/// The Windows installer with the box's address, its fingerprint and a token built in.
+pub async fn windows_kit(
+    State(app): State<Arc<App>>,
+    user: PageUser,
+    PageForm(form): PageForm<KitForm>,
+) -> Response {
+    let result = match user.check_csrf(&form.csrf) {
+        Ok(()) => {
+            let app = app.clone();
+            crate::errors::blocking(move || {
+                crate::installers::windows_kit(&app, &form.token, &form.box_url)
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(bytes) => kit_response(&app, bytes),
+        Err(e) => {
+            let c = Chrome::new(
+                &app,
+                &user.language,
+                Some(&user),
+                "machines",
+                "/machines/enrol",
+            )
+            .with_error(&e);
+            let status = status_of(&e);
+            enrol_view(&app, c, None, status)
+        }
+    }
+}
+
+/// An installer kit as a download; it holds a token, so no cache keeps it.
+pub fn kit_response(app: &App, bytes: Vec<u8>) -> Response {
+    use axum::http::header;
+    let name = format!("abri-agent-{}.msi", app.identity.hostname);
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-msi".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 pub async fn revoke_token(

@@ -4,7 +4,7 @@
 
 mod account;
 mod dashboard;
-mod machines;
+pub(in crate::http) mod machines;
 mod onboarding;
 mod settings;
 mod system;
@@ -68,6 +68,10 @@ pub fn routes() -> Router<Arc<App>> {
             get(machines::enrol_page).post(machines::create_token),
         )
         .route("/machines/enrol/{id}/revoke", post(machines::revoke_token))
+        .route(
+            "/machines/enrol/windows-installer",
+            post(machines::windows_kit),
+        )
         .route("/machines/{id}", get(machines::machine_page))
         .route("/machines/{id}/backup", post(machines::backup_now))
         .route("/machines/{id}/revoke", post(machines::revoke))
