@@ -204,6 +204,7 @@ fn restore_from<S: ChunkSource>(
         chain: Vec::new(),
         dirs: Vec::new(),
         cache: VecDeque::new(),
+        ids: IdCache::default(),
         restored: HashMap::new(),
         unselected_links: HashMap::new(),
         report: RestoreReport::default(),
@@ -229,6 +230,39 @@ fn restore_from<S: ChunkSource>(
     Ok(r.report)
 }
 
+/// Caches user and group names -> ids of this machine: a restore meets the same few names
+/// over and over, and each lookup through NSS opens and reads `/etc/passwd` or `/etc/group`.
+#[cfg(unix)]
+#[derive(Default)]
+struct IdCache {
+    users: std::cell::RefCell<HashMap<String, Option<u32>>>,
+    groups: std::cell::RefCell<HashMap<String, Option<u32>>>,
+}
+
+#[cfg(unix)]
+impl IdCache {
+    fn lookup(
+        map: &std::cell::RefCell<HashMap<String, Option<u32>>>,
+        name: &str,
+        find: impl FnOnce(&str) -> Option<u32>,
+    ) -> Option<u32> {
+        if let Some(found) = map.borrow().get(name) {
+            return *found;
+        }
+        let found = find(name);
+        map.borrow_mut().insert(name.to_string(), found);
+        found
+    }
+
+    fn user(&self, name: &str, find: impl FnOnce(&str) -> Option<u32>) -> Option<u32> {
+        Self::lookup(&self.users, name, find)
+    }
+
+    fn group(&self, name: &str, find: impl FnOnce(&str) -> Option<u32>) -> Option<u32> {
+        Self::lookup(&self.groups, name, find)
+    }
+}
+
 /// A directory whose metadata is applied once its subtree is done.
 #[cfg(unix)]
 struct OpenDir {
@@ -248,6 +282,8 @@ struct Restorer<'a, S: ChunkSource> {
     chain: Vec<(Vec<u8>, OwnedFd)>,
     dirs: Vec<OpenDir>,
     cache: VecDeque<(Digest, Arc<Vec<u8>>)>,
+    /// Owner and group names already looked up on this machine.
+    ids: IdCache,
     /// Catalog path of a restored file -> where it was restored (for hard links).
     restored: HashMap<Vec<u8>, Vec<u8>>,
     /// Unselected files with several links, in case a selected hard link names them.
@@ -405,12 +441,12 @@ impl<S: ChunkSource> Restorer<'_, S> {
         let uid = entry
             .user
             .as_deref()
-            .and_then(platform::uid_of)
+            .and_then(|n| self.ids.user(n, platform::uid_of))
             .unwrap_or(entry.uid);
         let gid = entry
             .group
             .as_deref()
-            .and_then(platform::gid_of)
+            .and_then(|n| self.ids.group(n, platform::gid_of))
             .unwrap_or(entry.gid);
         (uid, gid)
     }
@@ -682,6 +718,28 @@ impl<S: ChunkSource> Restorer<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn names_are_looked_up_once_each() {
+        let ids = IdCache::default();
+        let calls = std::cell::Cell::new(0);
+        let find = |name: &str| {
+            calls.set(calls.get() + 1);
+            (name == "ann").then_some(1000)
+        };
+        for _ in 0..3 {
+            assert_eq!(ids.user("ann", find), Some(1000));
+            assert_eq!(ids.user("nobody-here", find), None);
+        }
+        assert_eq!(calls.get(), 2, "one lookup per name, found or not");
+        // Users and groups are separate name spaces.
+        assert_eq!(ids.group("ann", |_| Some(50)), Some(50));
+        assert_eq!(ids.user("ann", |_| Some(7)), Some(1000));
+        // The real lookup: root is uid 0 and gid 0 on every Linux machine.
+        assert_eq!(ids.user("root", platform::uid_of), Some(0));
+        assert_eq!(ids.group("root", platform::gid_of), Some(0));
+    }
 
     #[test]
     fn selections_are_relative_and_clean() {
