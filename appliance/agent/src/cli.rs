@@ -252,11 +252,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 to.context("give --to DIR or --in-place")?
             };
-            #[cfg(not(unix))]
-            if image.is_some() || volume.is_some() {
-                bail!("restoring files from an image is not supported by this agent yet");
-            }
-            #[cfg(unix)]
             if let (Some(image), Some(volume)) = (image, volume) {
                 if overwrite {
                     bail!("--overwrite is not supported for files from an image yet");
@@ -466,7 +461,6 @@ async fn restore(
     Ok(())
 }
 
-#[cfg(unix)]
 async fn restore_from_image(
     config_path: &std::path::Path,
     snapshot: String,

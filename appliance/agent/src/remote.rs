@@ -363,7 +363,6 @@ pub async fn image_restore_job(
 
 /// Restores files and folders from a volume inside an image snapshot into `target` (the
 /// console's "restore to the machine" on an image, or `abri-agent restore --image`).
-#[cfg(unix)]
 #[allow(clippy::too_many_arguments)]
 pub async fn image_files_restore_job(
     client: &BoxClient,

@@ -31,9 +31,10 @@ impl<S: BlockSource> AlignedSource<S> {
 
     fn is_aligned(&self, offset: u64, buf: &[u8]) -> bool {
         let a = self.align;
-        offset % a == 0
-            && (buf.len() as u64 % a == 0 || offset + buf.len() as u64 == self.inner.size())
-            && (buf.as_ptr() as usize as u64) % a == 0
+        offset.is_multiple_of(a)
+            && ((buf.len() as u64).is_multiple_of(a)
+                || offset + buf.len() as u64 == self.inner.size())
+            && (buf.as_ptr() as usize as u64).is_multiple_of(a)
     }
 }
 
@@ -75,7 +76,10 @@ impl<S: BlockSource> BlockSource for AlignedSource<S> {
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("read of {} bytes at {offset} past the end ({size})", buf.len()),
+                    format!(
+                        "read of {} bytes at {offset} past the end ({size})",
+                        buf.len()
+                    ),
                 )
             })?;
         if buf.is_empty() {
@@ -147,9 +151,9 @@ pub(crate) mod tests {
         fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
             let s = self.sector;
             let at_end = offset + buf.len() as u64 == self.size();
-            if offset % s != 0
-                || (buf.len() as u64 % s != 0 && !at_end)
-                || (buf.as_ptr() as usize as u64) % s != 0
+            if !offset.is_multiple_of(s)
+                || (!(buf.len() as u64).is_multiple_of(s) && !at_end)
+                || !(buf.as_ptr() as usize as u64).is_multiple_of(s)
             {
                 return Err(io::Error::from_raw_os_error(87)); // ERROR_INVALID_PARAMETER
             }
@@ -207,7 +211,10 @@ pub(crate) mod tests {
             );
         }
         let reads = src.inner.reads.lock().unwrap();
-        assert!(reads.iter().all(|&(o, _)| o % 4096 == 0), "{reads:?}");
+        assert!(
+            reads.iter().all(|&(o, _)| o.is_multiple_of(4096)),
+            "{reads:?}"
+        );
         assert!(reads.iter().all(|&(_, n)| n as u64 <= BOUNCE_BYTES + 4096));
     }
 

@@ -147,10 +147,21 @@ mod tests {
         want[60..90].fill(2);
         assert_eq!(all, want);
         // Reads that start inside a piece, span a gap and end inside the next one.
-        for (offset, n) in [(15u64, 50usize), (29, 2), (30, 30), (89, 11), (0, 10), (99, 1)] {
+        for (offset, n) in [
+            (15u64, 50usize),
+            (29, 2),
+            (30, 30),
+            (89, 11),
+            (0, 10),
+            (99, 1),
+        ] {
             let mut buf = vec![0u8; n];
             disk.read_at(offset, &mut buf).unwrap();
-            assert_eq!(buf, want[offset as usize..offset as usize + n], "{offset}+{n}");
+            assert_eq!(
+                buf,
+                want[offset as usize..offset as usize + n],
+                "{offset}+{n}"
+            );
         }
         let mut buf = [0u8; 2];
         assert!(disk.read_at(99, &mut buf).is_err());

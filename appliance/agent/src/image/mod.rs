@@ -12,7 +12,6 @@ pub mod backup;
 pub mod composite;
 #[cfg(unix)]
 pub mod devices;
-#[cfg(unix)]
 pub mod files;
 pub mod layout;
 #[cfg(unix)]

@@ -437,7 +437,11 @@ mod tests {
     #[test]
     fn windows_selections_parse() {
         for vol in ["C:", "c:", r"C:\", "C:/", r"\\.\C:", r"\\?\c:", r"\\.\C:\"] {
-            assert_eq!(Selection::parse(vol).unwrap(), Selection::Volume('C'), "{vol}");
+            assert_eq!(
+                Selection::parse(vol).unwrap(),
+                Selection::Volume('C'),
+                "{vol}"
+            );
         }
         assert_eq!(
             Selection::parse(r"\\.\PhysicalDrive0").unwrap(),

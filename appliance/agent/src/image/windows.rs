@@ -349,9 +349,9 @@ fn plan_disk(number: u32, description: String, volumes: &[Volume]) -> io::Result
         .filter(|v| v.extents.iter().any(|e| e.disk == number))
         .collect();
     for p in &layout.partitions {
-        let volume = on_disk.iter().find(|v| {
-            matches!(v.extents.as_slice(), [e] if e.disk == number && e.start == p.start)
-        });
+        let volume = on_disk.iter().find(
+            |v| matches!(v.extents.as_slice(), [e] if e.disk == number && e.start == p.start),
+        );
         match volume {
             Some(v) if v.snapshottable() => {
                 plan.overlays.push((v.extents[0], v.guid_path.clone()));
@@ -363,7 +363,11 @@ fn plan_disk(number: u32, description: String, volumes: &[Volume]) -> io::Result
                      without snapshot",
                     v.label(),
                     p.number,
-                    if v.fs.is_empty() { "unknown file system" } else { &v.fs }
+                    if v.fs.is_empty() {
+                        "unknown file system"
+                    } else {
+                        &v.fs
+                    }
                 ));
             }
             _ => tracing::info!("{}: read from the disk", describe_partition(p, &path)),

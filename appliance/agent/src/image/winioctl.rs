@@ -291,8 +291,14 @@ pub(crate) mod tests {
             PARTITION_ENTRY_BYTES
         );
         assert_eq!(offset_of!(io::PARTITION_INFORMATION_EX, StartingOffset), 8);
-        assert_eq!(offset_of!(io::PARTITION_INFORMATION_EX, PartitionLength), 16);
-        assert_eq!(offset_of!(io::PARTITION_INFORMATION_EX, PartitionNumber), 24);
+        assert_eq!(
+            offset_of!(io::PARTITION_INFORMATION_EX, PartitionLength),
+            16
+        );
+        assert_eq!(
+            offset_of!(io::PARTITION_INFORMATION_EX, PartitionNumber),
+            24
+        );
         assert_eq!(offset_of!(io::PARTITION_INFORMATION_EX, Anonymous), 32);
         assert_eq!(offset_of!(io::PARTITION_INFORMATION_GPT, Name), 40);
         assert_eq!(

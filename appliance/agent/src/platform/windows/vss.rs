@@ -129,10 +129,13 @@ impl VolumeSnapshots {
     /// The snapshot device of a volume named as in [`Self::of_volumes`]
     /// (`\\?\GLOBALROOT\Device\HarddiskVolumeShadowCopyN`, no trailing separator).
     pub fn device_of(&self, name: &[u8]) -> Option<String> {
-        self.mounts().into_iter().find(|(v, _)| v == name).map(|(_, p)| {
-            let text = p.to_string_lossy().into_owned();
-            text.trim_end_matches('\\').to_string()
-        })
+        self.mounts()
+            .into_iter()
+            .find(|(v, _)| v == name)
+            .map(|(_, p)| {
+                let text = p.to_string_lossy().into_owned();
+                text.trim_end_matches('\\').to_string()
+            })
     }
 }
 
