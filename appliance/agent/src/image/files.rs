@@ -84,6 +84,13 @@ pub fn restore_paths(
     as_root: bool,
     counters: &Counters,
 ) -> Result<RestoreReport, RestoreError> {
+    // `/` (the original place) means nothing for a Linux volume's files on Windows.
+    if cfg!(windows) && !target.is_absolute() {
+        return Err(RestoreError::Target {
+            path: target.to_path_buf(),
+            source: std::io::Error::other("give a folder such as D:\\restored"),
+        });
+    }
     std::fs::create_dir_all(target).map_err(|e| RestoreError::Target {
         path: target.to_path_buf(),
         source: e,
