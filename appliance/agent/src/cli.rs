@@ -12,12 +12,9 @@ use crate::backup::BackupError;
 use crate::client::BoxClient;
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use crate::enroll::{EnrollOptions, enroll};
-#[cfg(unix)]
 use crate::image::restore::ImageRestoreOptions;
 use crate::progress::{Counters, Display, human_bytes};
-#[cfg(unix)]
-use crate::remote::image_restore_job;
-use crate::remote::{JobError, backup_job, restore_job};
+use crate::remote::{JobError, backup_job, image_restore_job, restore_job};
 use crate::restore::{RestoreOptions, selection_paths};
 use crate::state::{JobLock, LastJob, load_last_job, save_last_job};
 
@@ -100,8 +97,7 @@ enum Cmd {
         #[arg(long, requires = "image")]
         volume: Option<u32>,
     },
-    /// Restore a disk or volume image to a block device or an image file.
-    #[cfg(unix)]
+    /// Restore a disk or volume image to a block device or an image file (Windows: a file).
     RestoreImage {
         /// Image snapshot id, or `latest`.
         snapshot: String,
@@ -256,11 +252,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 to.context("give --to DIR or --in-place")?
             };
-            #[cfg(not(unix))]
-            if image.is_some() || volume.is_some() {
-                bail!("restoring files from an image is not supported by this agent yet");
-            }
-            #[cfg(unix)]
             if let (Some(image), Some(volume)) = (image, volume) {
                 if overwrite {
                     bail!("--overwrite is not supported for files from an image yet");
@@ -278,7 +269,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
             restore(&cli.config, snapshot, paths, target, overwrite, cli.json).await
         }
-        #[cfg(unix)]
         Cmd::RestoreImage {
             snapshot,
             image,
@@ -471,7 +461,6 @@ async fn restore(
     Ok(())
 }
 
-#[cfg(unix)]
 async fn restore_from_image(
     config_path: &std::path::Path,
     snapshot: String,
@@ -520,7 +509,6 @@ async fn restore_from_image(
     Ok(())
 }
 
-#[cfg(unix)]
 async fn restore_image(
     config_path: &std::path::Path,
     snapshot: String,

@@ -24,7 +24,6 @@ pub mod config;
 pub mod discover;
 pub mod enroll;
 pub mod exclude;
-#[cfg(unix)]
 pub mod image;
 pub mod incremental;
 #[cfg(unix)]

@@ -15,9 +15,7 @@ use tokio::runtime::Handle;
 use crate::backup::{BackupError, BackupJob, BackupReport, run_backup};
 use crate::client::{BoxClient, ClientError};
 use crate::config::AgentConfig;
-#[cfg(unix)]
 use crate::image::backup::{ImageJob, PreviousImages, run_image_backup};
-#[cfg(unix)]
 use crate::image::restore::{
     ImageRestoreError, ImageRestoreOptions, ImageRestoreReport, choose_image, run_image_restore,
 };
@@ -122,7 +120,6 @@ pub enum JobError {
     Restore(#[from] RestoreError),
     #[error("snapshot {0} names an invalid catalog digest")]
     BadCatalog(String),
-    #[cfg(unix)]
     #[error(transparent)]
     ImageRestore(#[from] ImageRestoreError),
     #[error("{0}")]
@@ -154,12 +151,7 @@ pub async fn backup_job(
     counters: Arc<Counters>,
 ) -> Result<BackupReport, JobError> {
     if spec.kind == PlanKind::Image {
-        #[cfg(unix)]
         return image_backup_job(client, config, job_id, spec, counters).await;
-        #[cfg(not(unix))]
-        return Err(JobError::Refused(
-            "image backups are not supported by this agent yet (docs/windows.md)".into(),
-        ));
     }
     let started = unix_now();
     let key = config.chunk_key();
@@ -266,7 +258,6 @@ pub async fn restore_job(
 
 /// Runs an image backup for job `job_id`: the newest image snapshot of the plan is the
 /// base (its chunks are known, and with a dirty bitmap its unchanged blocks are not read).
-#[cfg(unix)]
 async fn image_backup_job(
     client: &BoxClient,
     config: &AgentConfig,
@@ -341,7 +332,6 @@ async fn image_backup_job(
 }
 
 /// Restores one image of `snapshot` to a device or file (`abri-agent restore-image`).
-#[cfg(unix)]
 pub async fn image_restore_job(
     client: &BoxClient,
     config: &AgentConfig,
@@ -373,7 +363,6 @@ pub async fn image_restore_job(
 
 /// Restores files and folders from a volume inside an image snapshot into `target` (the
 /// console's "restore to the machine" on an image, or `abri-agent restore --image`).
-#[cfg(unix)]
 #[allow(clippy::too_many_arguments)]
 pub async fn image_files_restore_job(
     client: &BoxClient,

@@ -211,13 +211,6 @@ async fn execute(
                     "the restore target {target:?} is not an absolute path"
                 ));
             }
-            #[cfg(not(unix))]
-            if image.is_some() {
-                return Outcome::Failed(
-                    "restoring files from an image is not supported by this agent yet".into(),
-                );
-            }
-            #[cfg(unix)]
             if let Some(volume) = image {
                 let target = PathBuf::from(target);
                 return match crate::remote::image_files_restore_job(

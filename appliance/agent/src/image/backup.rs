@@ -72,14 +72,12 @@ where
         selections.push(Selection::parse(text).map_err(BackupError::Failed)?);
     }
     // Open everything first: a source that cannot be read fails the job before any work.
-    let mut sources: Vec<OpenedSource> = Vec::new();
-    for sel in &selections {
-        let opened = source::open(sel, &job.job_id)
-            .map_err(|e| BackupError::Failed(format!("cannot open image source: {e}")))?;
+    let mut sources: Vec<OpenedSource> = source::open_all(&selections, &job.job_id, counters)
+        .map_err(|e| BackupError::Failed(format!("cannot open image source: {e}")))?;
+    for opened in &sources {
         for note in &opened.notes {
             counters.warn(note.clone());
         }
-        sources.push(opened);
     }
     uniquify_names(&mut sources);
     let without_snapshot = sources.iter().any(|s| s.live);
@@ -127,7 +125,7 @@ where
         }
         r.map(|x| (x, reader.stats))
     });
-    // LVM snapshots go now, whatever happened.
+    // LVM and VSS snapshots go now, whatever happened.
     drop(sources);
     if counters.is_cancelled() {
         return Err(BackupError::Cancelled);

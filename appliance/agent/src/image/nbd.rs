@@ -59,7 +59,7 @@ pub fn open(address: &str, bitmap: Option<&str>) -> io::Result<OpenedSource> {
             size,
             bitmap: bitmap.map(String::from),
         }),
-        lvm: None,
+        snapshot: None,
         notes,
         // The hypervisor decides what the export shows (a running disk or a snapshot).
         live: false,

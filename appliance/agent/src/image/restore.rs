@@ -3,19 +3,22 @@
 //! The target is checked before anything is written: a device must not be mounted, hold
 //! a mounted partition or be used by another layer, and must be at least as large as the
 //! image; an existing file is replaced only with `--overwrite`. Every chunk is verified
-//! (digest) as it arrives. A file target is created sparse (holes are never written); on
-//! a device, holes are zeroed with BLKZEROOUT so no old data shows through.
+//! (digest) as it arrives. A file target is created sparse (holes are never written; on
+//! Windows the file is first marked sparse with FSCTL_SET_SPARSE); on a device, holes are
+//! zeroed with BLKZEROOUT so no old data shows through. The Windows agent restores to
+//! files only: a disk is written from the file with a disk tool (docs/windows.md).
 
 use abri_store::{CatalogReader, ChunkSource, Digest, Extent, ImageInfo, segment_path};
 use crossbeam_channel::bounded;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+#[cfg(unix)]
 use super::devices;
 use super::ranges::Ranges;
+use super::source::write_all_at;
 use crate::progress::Counters;
 
 /// Chunks fetched and written in parallel.
@@ -83,6 +86,15 @@ fn open_target(
 ) -> Result<(File, bool), ImageRestoreError> {
     let path = &opts.target;
     let refuse = |m: String| ImageRestoreError::Refused(m);
+    #[cfg(windows)]
+    if is_device(path) {
+        return Err(refuse(format!(
+            "{}: the Windows agent restores images to files only; restore to a file, then \
+             write it to the disk with a disk tool",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
     if devices::is_block_device(path) {
         if let Some(why) =
             devices::in_use(path).map_err(|e| refuse(format!("{}: {e}", path.display())))?
@@ -124,6 +136,11 @@ fn open_target(
         .truncate(true)
         .open(path)
         .map_err(|e| refuse(format!("cannot create {}: {e}", path.display())))?;
+    #[cfg(windows)]
+    if let Err(e) = crate::platform::windows::restore::set_sparse(&file) {
+        // Still correct, only not sparse: holes then take space on disk.
+        tracing::warn!("{} cannot be made sparse: {e}", path.display());
+    }
     file.set_len(info.size)
         .map_err(|e| ImageRestoreError::Failed(format!("{}: {e}", path.display())))?;
     Ok((file, false))
@@ -177,6 +194,7 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
     report.bytes_written = counters.bytes_read.load(Ordering::Relaxed);
     let holes = Ranges::from_unsorted(covered).complement(info.size);
     report.hole_bytes = holes.len_bytes();
+    #[cfg(unix)]
     if device {
         for r in holes.as_slice() {
             devices::zero_range(&file, r.start, r.end - r.start).map_err(|e| {
@@ -215,7 +233,7 @@ fn write_segment<S: ChunkSource + Sync>(
                             let bytes = data
                                 .get(e.chunk_offset as usize..(e.chunk_offset + e.len) as usize)
                                 .ok_or_else(|| format!("chunk {} is too short", e.digest))?;
-                            file.write_all_at(bytes, base + e.file_offset)
+                            write_all_at(file, bytes, base + e.file_offset)
                                 .map_err(|err| format!("write at {}: {err}", base + e.file_offset))
                         });
                     match result {
@@ -252,6 +270,14 @@ fn write_segment<S: ChunkSource + Sync>(
 }
 
 /// Whether `path` names a block device (for the CLI's wording).
+#[cfg(unix)]
 pub fn is_device(path: &Path) -> bool {
     devices::is_block_device(path)
+}
+
+/// Whether `path` names a device (`\\.\PhysicalDrive0`, `\\.\C:`) rather than a file.
+#[cfg(not(unix))]
+pub fn is_device(path: &Path) -> bool {
+    let text = path.to_string_lossy().to_ascii_lowercase();
+    text.starts_with(r"\\.\") || text.starts_with(r"\\?\globalroot\")
 }

@@ -7,16 +7,24 @@
 //! - a regular file (a raw disk image; its holes are never read);
 //! - an NBD address, `nbd+unix:///EXPORT?socket=PATH` or `nbd://HOST[:PORT]/EXPORT`, with an
 //!   optional `bitmap=NAME` parameter naming a dirty bitmap the server exports
-//!   (`qemu-nbd -B NAME`): then only changed blocks are read.
+//!   (`qemu-nbd -B NAME`): then only changed blocks are read;
+//! - on Windows, a volume (`C:`, `C:\`, `\\.\C:`), read from its VSS snapshot, or a whole
+//!   disk (`\\.\PhysicalDrive0`), each of its volumes read from its snapshot (see
+//!   `windows`); a Windows file path (`D:\vm\disk.img`) is a raw image file.
+//!
+//! Parsing is the same on every system (so its units run anywhere); opening refuses the
+//! forms the running system cannot read.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+#[cfg(unix)]
 use super::devices;
+#[cfg(unix)]
 use super::lvm::LvmSnapshot;
 use super::ranges::Ranges;
+use crate::progress::Counters;
 
 /// Random-access reads from something imaged.
 pub trait BlockSource: Send + Sync {
@@ -42,6 +50,10 @@ pub enum Selection {
         address: String,
         bitmap: Option<String>,
     },
+    /// A Windows volume by drive letter (upper case).
+    Volume(char),
+    /// A Windows disk by number (`\\.\PhysicalDriveN`).
+    Disk(u32),
 }
 
 impl Selection {
@@ -70,11 +82,57 @@ impl Selection {
         if text.starts_with('/') {
             return Ok(Selection::Path(PathBuf::from(text)));
         }
+        if let Some(sel) = parse_windows(text)? {
+            return Ok(sel);
+        }
         Err(format!(
-            "image source {text:?}: expected system-disk, an absolute device or file path, or \
-             an nbd:// or nbd+unix:// address"
+            "image source {text:?}: expected system-disk, an absolute device or file path, a \
+             Windows volume (C:) or disk (\\\\.\\PhysicalDrive0), or an nbd:// or nbd+unix:// \
+             address"
         ))
     }
+}
+
+/// The Windows forms: `C:`, `C:\`, `\\.\C:`, `\\?\C:` (a volume), `\\.\PhysicalDriveN`
+/// (a disk), `C:\dir\disk.img` (a file). `Ok(None)` when `text` is none of them.
+fn parse_windows(text: &str) -> Result<Option<Selection>, String> {
+    let device = text
+        .strip_prefix(r"\\.\")
+        .or_else(|| text.strip_prefix(r"\\?\"));
+    let rest = device.unwrap_or(text);
+    let b = rest.as_bytes();
+    let drive = b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':';
+    if drive {
+        let letter = char::from(b[0].to_ascii_uppercase());
+        let tail = &rest[2..];
+        if tail.is_empty() || tail == "\\" || tail == "/" {
+            return Ok(Some(Selection::Volume(letter)));
+        }
+        let verbatim = text.starts_with(r"\\?\");
+        if (device.is_none() || verbatim) && (tail.starts_with('\\') || tail.starts_with('/')) {
+            return Ok(Some(Selection::Path(PathBuf::from(text))));
+        }
+        return Err(format!(
+            "image source {text:?}: a volume is written C: and a file C:\\dir\\disk.img"
+        ));
+    }
+    if let Some(dev) = device {
+        let lower = dev.to_ascii_lowercase();
+        if let Some(n) = lower.strip_prefix("physicaldrive") {
+            let digits = !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit());
+            return match n.parse::<u32>() {
+                Ok(n) if digits => Ok(Some(Selection::Disk(n))),
+                _ => Err(format!(
+                    "image source {text:?}: a disk is written \\\\.\\PhysicalDrive0"
+                )),
+            };
+        }
+        return Err(format!(
+            "image source {text:?}: only volumes (\\\\.\\C:) and disks \
+             (\\\\.\\PhysicalDrive0) are supported as Windows devices"
+        ));
+    }
+    Ok(None)
 }
 
 /// An opened source with its catalog name and what must be undone after the backup.
@@ -84,8 +142,9 @@ pub struct OpenedSource {
     /// The selection as the snapshot records it.
     pub description: String,
     pub reader: Box<dyn BlockSource>,
-    /// The LVM snapshot read instead of the live volume (removed on drop).
-    pub lvm: Option<LvmSnapshot>,
+    /// What is read instead of the live data (an LVM or VSS snapshot), kept until the
+    /// backup ends and removed when dropped.
+    pub snapshot: Option<Box<dyn std::any::Any>>,
     /// Something the job log should say (e.g. read without a snapshot).
     pub notes: Vec<String>,
     /// Read while in use, without a snapshot (a block device that is not an LVM volume,
@@ -93,7 +152,27 @@ pub struct OpenedSource {
     pub live: bool,
 }
 
+/// Opens every selection of a backup (on Windows, with one VSS snapshot set for all the
+/// volumes they touch).
+pub fn open_all(
+    selections: &[Selection],
+    job_tag: &str,
+    counters: &Counters,
+) -> io::Result<Vec<OpenedSource>> {
+    #[cfg(windows)]
+    {
+        let _ = job_tag;
+        super::windows::open_all(selections, counters)
+    }
+    #[cfg(unix)]
+    {
+        let _ = counters;
+        selections.iter().map(|s| open(s, job_tag)).collect()
+    }
+}
+
 /// Opens a selection.
+#[cfg(unix)]
 pub fn open(selection: &Selection, job_tag: &str) -> io::Result<OpenedSource> {
     match selection {
         Selection::SystemDisk => {
@@ -104,25 +183,42 @@ pub fn open(selection: &Selection, job_tag: &str) -> io::Result<OpenedSource> {
         }
         Selection::Path(p) => open_path(p, job_tag),
         Selection::Nbd { address, bitmap } => super::nbd::open(address, bitmap.as_deref()),
+        Selection::Volume(_) | Selection::Disk(_) => Err(io::Error::other(
+            "Windows volumes and disks can only be imaged by the Windows agent",
+        )),
     }
 }
 
+/// A raw image file (a regular file; holes are not read).
+pub fn open_file(path: &Path) -> io::Result<OpenedSource> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(named)?;
+    if !meta.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let file = File::open(path).map_err(named)?;
+    Ok(OpenedSource {
+        name: name_for_path(path),
+        description: path.display().to_string(),
+        reader: Box::new(FileSource::new(file, true)?),
+        snapshot: None,
+        notes: Vec::new(),
+        live: false,
+    })
+}
+
+#[cfg(unix)]
 fn open_path(path: &Path, job_tag: &str) -> io::Result<OpenedSource> {
     let meta = std::fs::metadata(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if meta.is_file() {
+        return open_file(path);
+    }
     let name = name_for_path(path);
     let mut notes = Vec::new();
-    if meta.is_file() {
-        let file = File::open(path)?;
-        return Ok(OpenedSource {
-            name,
-            description: path.display().to_string(),
-            reader: Box::new(FileSource::new(file, true)?),
-            lvm: None,
-            notes,
-            live: false,
-        });
-    }
     if !devices::is_block_device(path) {
         return Err(io::Error::other(format!(
             "{} is neither a block device nor a regular file",
@@ -162,7 +258,7 @@ fn open_path(path: &Path, job_tag: &str) -> io::Result<OpenedSource> {
         name,
         description: path.display().to_string(),
         reader: Box::new(FileSource::new(file, false)?),
-        lvm,
+        snapshot: lvm.map(|s| Box::new(s) as Box<dyn std::any::Any>),
         notes,
         live,
     })
@@ -177,8 +273,11 @@ pub fn name_for_path(path: &Path) -> String {
     } else if let Some(rest) = text.strip_prefix("/dev/") {
         rest.replace('/', "-")
     } else {
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+        // The last component, whichever separator the path uses (`D:\vm\disk.img` is
+        // parsed the same on every system).
+        text.rsplit(['/', '\\'])
+            .find(|c| !c.is_empty())
+            .map(String::from)
             .unwrap_or_else(|| "image".into())
     };
     sanitize_name(&raw)
@@ -212,7 +311,10 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn new(file: File, regular: bool) -> io::Result<Self> {
+        #[cfg(unix)]
         let size = devices::size_of(&file)?;
+        #[cfg(not(unix))]
+        let size = file.metadata()?.len();
         Ok(FileSource {
             file,
             size,
@@ -227,7 +329,7 @@ impl BlockSource for FileSource {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        read_exact_at(&self.file, buf, offset)
     }
 
     fn allocated(&self) -> io::Result<Option<Ranges>> {
@@ -251,6 +353,51 @@ impl BlockSource for FileSource {
 
     fn allocation_method(&self) -> &'static str {
         if self.regular { "allocated" } else { "all" }
+    }
+}
+
+/// Fills `buf` from `offset` of `file` (positional: the file is shared between threads).
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut done, mut buf) = (0u64, buf);
+        while !buf.is_empty() {
+            let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset + done)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("read past the end at {}", offset + done),
+                ));
+            }
+            buf = &mut buf[n..];
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Writes all of `buf` at `offset` of `file` (positional).
+pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut done, mut buf) = (0u64, buf);
+        while !buf.is_empty() {
+            let n = std::os::windows::fs::FileExt::seek_write(file, buf, offset + done)?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            buf = &buf[n..];
+            done += n as u64;
+        }
+        Ok(())
     }
 }
 
@@ -282,7 +429,45 @@ mod tests {
                 bitmap: None
             }
         );
-        for bad in ["", "sda", "C:\\", "http://x"] {
+        for bad in ["", "sda", "http://x"] {
+            assert!(Selection::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_selections_parse() {
+        for vol in ["C:", "c:", r"C:\", "C:/", r"\\.\C:", r"\\?\c:", r"\\.\C:\"] {
+            assert_eq!(
+                Selection::parse(vol).unwrap(),
+                Selection::Volume('C'),
+                "{vol}"
+            );
+        }
+        assert_eq!(
+            Selection::parse(r"\\.\PhysicalDrive0").unwrap(),
+            Selection::Disk(0)
+        );
+        assert_eq!(
+            Selection::parse(r"\\.\physicaldrive12").unwrap(),
+            Selection::Disk(12)
+        );
+        assert_eq!(
+            Selection::parse(r"D:\vm\disk.img").unwrap(),
+            Selection::Path(r"D:\vm\disk.img".into())
+        );
+        assert_eq!(
+            Selection::parse(r"\\?\D:\vm\disk.img").unwrap(),
+            Selection::Path(r"\\?\D:\vm\disk.img".into())
+        );
+        for bad in [
+            r"\\.\PhysicalDrive",
+            r"\\.\PhysicalDrive+1",
+            r"\\.\PhysicalDrive1x",
+            r"\\.\CdRom0",
+            r"\\.\C:\Windows",
+            "C:disk.img",
+            "1:",
+        ] {
             assert!(Selection::parse(bad).is_err(), "{bad}");
         }
     }
@@ -294,16 +479,19 @@ mod tests {
         assert_eq!(name_for_path(Path::new("/dev/mapper/vg0-root")), "vg0-root");
         assert_eq!(name_for_path(Path::new("/srv/vm/disk 1.img")), "disk_1.img");
         assert_eq!(name_for_path(Path::new("/srv/.hidden")), "hidden");
+        assert_eq!(name_for_path(Path::new(r"Z:\tmp\vm\disk.img")), "disk.img");
         abri_store::validate_image_name(&name_for_path(Path::new("/x/é.img"))).unwrap();
     }
 
+    // Wine cannot say which ranges of a Linux file are allocated.
+    #[cfg(unix)]
     #[test]
     fn a_sparse_file_reports_its_data_regions() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("disk.img");
         let f = File::create(&p).unwrap();
         f.set_len(8 << 20).unwrap();
-        f.write_all_at(&[7u8; 4096], 3 << 20).unwrap();
+        write_all_at(&f, &[7u8; 4096], 3 << 20).unwrap();
         f.sync_all().unwrap();
         let src = FileSource::new(File::open(&p).unwrap(), true).unwrap();
         assert_eq!(src.size(), 8 << 20);

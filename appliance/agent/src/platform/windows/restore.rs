@@ -750,7 +750,7 @@ fn set_security(file: &File, sd: &[u8], parts: u32) -> io::Result<()> {
     })
 }
 
-fn set_sparse(file: &File) -> io::Result<()> {
+pub(crate) fn set_sparse(file: &File) -> io::Result<()> {
     let mut returned = 0u32;
     // SAFETY: no buffers; the handle is open for writing.
     check(unsafe {

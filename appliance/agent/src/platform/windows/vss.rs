@@ -116,6 +116,37 @@ impl VolumeSnapshots {
     pub fn missing(&self) -> bool {
         matches!(self.state, State::Missing)
     }
+
+    /// One snapshot set of the named volumes (a drive letter such as `C`, or a volume
+    /// GUID path `\\?\Volume{...}\`), for image backups: the caller says in the job log
+    /// why it failed.
+    pub fn of_volumes(names: &[Vec<u8>]) -> Result<Self, String> {
+        Ok(VolumeSnapshots {
+            state: State::Taken(take_set(names)?),
+        })
+    }
+
+    /// The snapshot device of a volume named as in [`Self::of_volumes`]
+    /// (`\\?\GLOBALROOT\Device\HarddiskVolumeShadowCopyN`, no trailing separator).
+    pub fn device_of(&self, name: &[u8]) -> Option<String> {
+        self.mounts()
+            .into_iter()
+            .find(|(v, _)| v == name)
+            .map(|(_, p)| {
+                let text = p.to_string_lossy().into_owned();
+                text.trim_end_matches('\\').to_string()
+            })
+    }
+}
+
+/// The root VSS wants for a volume name: `C` -> `C:\`; a GUID path as it is.
+fn volume_root(name: &[u8]) -> String {
+    let text = String::from_utf8_lossy(name);
+    if name.len() == 1 {
+        format!("{text}:\\")
+    } else {
+        text.into_owned()
+    }
 }
 
 impl Drop for Taken {
@@ -279,13 +310,11 @@ fn take_set(volumes: &[Vec<u8>]) -> Result<Taken, String> {
         wait("GatherWriterMetadata", op)?;
         hresult("StartSnapshotSet", (*b).StartSnapshotSet(&mut set_id))?;
         for v in volumes {
-            let mut root: Vec<u16> = format!("{}:\\", String::from_utf8_lossy(v))
-                .encode_utf16()
-                .chain([0])
-                .collect();
+            let root_text = volume_root(v);
+            let mut root: Vec<u16> = root_text.encode_utf16().chain([0]).collect();
             let mut id: VSS_ID = GUID_NULL;
             hresult(
-                &format!("AddToSnapshotSet({}:)", String::from_utf8_lossy(v)),
+                &format!("AddToSnapshotSet({root_text})"),
                 (*b).AddToSnapshotSet(root.as_mut_ptr(), GUID_NULL, &mut id),
             )?;
             snapshot_ids.push((v.to_vec(), id));
@@ -320,10 +349,7 @@ fn take_set(volumes: &[Vec<u8>]) -> Result<Taken, String> {
             device
         };
         if device.is_empty() {
-            return Err(format!(
-                "the snapshot of {}: has no device",
-                String::from_utf8_lossy(&v)
-            ));
+            return Err(format!("the snapshot of {} has no device", volume_root(&v)));
         }
         mounts.push((v, PathBuf::from(format!("{device}\\"))));
     }
@@ -338,6 +364,13 @@ fn take_set(volumes: &[Vec<u8>]) -> Result<Taken, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_names_become_roots() {
+        assert_eq!(volume_root(b"C"), r"C:\");
+        let guid = r"\\?\Volume{0b1c2d3e-0000-0000-0000-100000000000}\";
+        assert_eq!(volume_root(guid.as_bytes()), guid);
+    }
 
     #[test]
     fn only_the_volume_set_is_snapshotted() {
