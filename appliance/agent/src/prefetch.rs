@@ -15,6 +15,11 @@ use std::sync::{Condvar, Mutex};
 pub const WORKERS: usize = 3;
 /// Chunks fetched ahead of the one the restore is writing.
 pub const WINDOW: usize = 6;
+/// How far past the window a request is looked for in the plan. The restore skips planned
+/// chunks now and then (a hard link made instead of a file written, a file already there):
+/// a request found this far ahead means the skipped ones will never be asked for, and the
+/// prefetch moves on to it instead of leaving the restore to fetch everything itself.
+const RESYNC: usize = 4096;
 
 struct State {
     /// Where the next unfetched planned chunk is.
@@ -91,10 +96,17 @@ impl<S: ChunkSource + Sync> ChunkSource for Prefetched<'_, S> {
     fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let mut st = self.lock();
         let horizon = (st.consumed + self.window).min(self.plan.len());
-        let Some(index) = (st.consumed..horizon).find(|i| self.plan[*i] == *digest) else {
+        let reach = (st.consumed + self.window + RESYNC).min(self.plan.len());
+        let Some(index) = (st.consumed..reach).find(|i| self.plan[*i] == *digest) else {
             drop(st);
             return self.inner.read_chunk(digest);
         };
+        if index >= horizon {
+            // The planned chunks before it were skipped: catch up with the restore.
+            st.consumed = index;
+            st.ready.retain(|i, _| *i >= index);
+            self.changed.notify_all();
+        }
         loop {
             if let Some(result) = st.ready.remove(&index) {
                 // Planned chunks the restore skipped (unselected, already there) are dropped.
@@ -207,6 +219,47 @@ mod tests {
                 assert_eq!(p.read_chunk(&d(n)).unwrap(), vec![n]);
             }
         });
+    }
+
+    /// Chunks named by their index; counts the fetches made on one thread.
+    struct Threads {
+        reader: std::thread::ThreadId,
+        by_reader: AtomicUsize,
+        all: AtomicUsize,
+    }
+
+    impl ChunkSource for Threads {
+        fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+            self.all.fetch_add(1, Ordering::SeqCst);
+            if std::thread::current().id() == self.reader {
+                self.by_reader.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Ok(vec![digest.0[0]])
+        }
+    }
+
+    #[test]
+    fn a_skip_longer_than_the_window_does_not_stop_the_prefetch() {
+        let source = Threads {
+            reader: std::thread::current().id(),
+            by_reader: AtomicUsize::new(0),
+            all: AtomicUsize::new(0),
+        };
+        let plan: Vec<Digest> = (0..80).map(d).collect();
+        with_prefetch(&source, plan, 3, 4, |p| {
+            for n in (0..5u8).chain(30..80) {
+                assert_eq!(p.read_chunk(&d(n)).unwrap(), vec![n]);
+            }
+        });
+        // The reader fetches at most the chunks it asks for before the workers catch up
+        // (a few around the skip), not the 50 after it.
+        let by_reader = source.by_reader.load(Ordering::SeqCst);
+        assert!(
+            by_reader <= 4,
+            "the reader fetched {by_reader} chunks itself"
+        );
+        assert!(source.all.load(Ordering::SeqCst) <= 80);
     }
 
     #[test]

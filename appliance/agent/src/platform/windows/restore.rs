@@ -18,7 +18,7 @@
 //! after their children, so a read-only DACL does not stop the restore below it.
 
 use abri_store::{CatalogReader, ChunkSource, Digest, Entry, EntryKind};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -40,7 +40,7 @@ use crate::platform::reparse::{self, Link};
 use crate::platform::winpath;
 use crate::progress::Counters;
 use crate::restore::{
-    CHUNK_CACHE, RestoreError, RestoreOptions, RestoreReport, is_under, split_parent, text,
+    ChunkCache, RestoreError, RestoreOptions, RestoreReport, is_under, split_parent, text,
 };
 
 /// Attributes a restore sets (the others describe the object and follow from its kind).
@@ -85,7 +85,7 @@ pub fn restore_from<S: ChunkSource>(
         root,
         chain: Vec::new(),
         dirs: Vec::new(),
-        cache: VecDeque::new(),
+        cache: ChunkCache::new(),
         restored: HashMap::new(),
         unselected_links: HashMap::new(),
         report: RestoreReport::default(),
@@ -213,7 +213,7 @@ struct Restorer<'a, S: ChunkSource> {
     root: Option<Frame>,
     chain: Vec<Frame>,
     dirs: Vec<OpenDir>,
-    cache: VecDeque<(Digest, Arc<Vec<u8>>)>,
+    cache: ChunkCache<Arc<Vec<u8>>>,
     /// Catalog path of a restored file -> where it was restored (for hard links).
     restored: HashMap<Vec<u8>, PathBuf>,
     unselected_links: HashMap<Vec<u8>, Entry>,
@@ -651,18 +651,15 @@ impl<S: ChunkSource> Restorer<'_, S> {
     }
 
     fn chunk(&mut self, digest: &Digest) -> Result<Arc<Vec<u8>>, RestoreError> {
-        if let Some((_, c)) = self.cache.iter().find(|(d, _)| d == digest) {
-            return Ok(c.clone());
+        if let Some(c) = self.cache.get(digest) {
+            return Ok(c);
         }
         let data = Arc::new(
             self.source
                 .read_chunk(digest)
                 .map_err(RestoreError::Catalog)?,
         );
-        if self.cache.len() >= CHUNK_CACHE {
-            self.cache.pop_front();
-        }
-        self.cache.push_back((*digest, data.clone()));
+        self.cache.insert(*digest, data.clone());
         Ok(data)
     }
 }
