@@ -397,14 +397,28 @@ fn enrol_view(app: &App, c: Chrome, new: Option<NewToken>, status: StatusCode) -
     )
 }
 
-pub async fn enrol_page(State(app): State<Arc<App>>, user: PageUser) -> Response {
-    let c = Chrome::new(
-        &app,
+fn enrol_chrome(app: &App, user: &PageUser) -> Chrome {
+    Chrome::new(
+        app,
         &user.language,
-        Some(&user),
+        Some(user),
         "machines",
         "/machines/enrol",
-    );
+    )
+}
+
+/// The enrolment page again, with what went wrong.
+fn enrol_failed(app: &App, user: &PageUser, e: &AppError) -> Response {
+    enrol_view(
+        app,
+        enrol_chrome(app, user).with_error(e),
+        None,
+        status_of(e),
+    )
+}
+
+pub async fn enrol_page(State(app): State<Arc<App>>, user: PageUser) -> Response {
+    let c = enrol_chrome(&app, &user);
     enrol_view(&app, c, None, StatusCode::OK)
 }
 
@@ -428,22 +442,15 @@ pub async fn create_token(
             .map_err(|_| AppError::Invalid("days: a whole number of days".into()))?;
         machines::create_enrol_token(&app, &user.name, &form.name, days)
     });
-    let c = Chrome::new(
-        &app,
-        &user.language,
-        Some(&user),
-        "machines",
-        "/machines/enrol",
-    );
     match result {
         Ok((_, secret)) => {
-            let (host, fingerprint) = (&app.identity.hostname, app.ca.fingerprint());
+            let box_url = crate::installers::default_box_url(&app);
+            let fingerprint = app.ca.fingerprint();
             let command = format!(
-                "abri-agent enroll --box https://{host}.local --fingerprint {fingerprint} \
-                 --token {secret}"
+                "abri-agent enroll --box {box_url} --fingerprint {fingerprint} --token {secret}"
             );
             let windows_command = format!(
-                "msiexec /i abri-agent.msi /qn BOX_URL=https://{host}.local \
+                "msiexec /i abri-agent.msi /qn BOX_URL={box_url} \
                  FINGERPRINT={fingerprint} TOKEN={secret}"
             );
             let new = NewToken {
@@ -451,12 +458,9 @@ pub async fn create_token(
                 windows_command,
                 token: secret,
             };
-            enrol_view(&app, c, Some(new), StatusCode::OK)
+            enrol_view(&app, enrol_chrome(&app, &user), Some(new), StatusCode::OK)
         }
-        Err(e) => {
-            let status = status_of(&e);
-            enrol_view(&app, c.with_error(&e), None, status)
-        }
+        Err(e) => enrol_failed(&app, &user, &e),
     }
 }
 
@@ -485,18 +489,7 @@ pub async fn windows_kit(
     };
     match result {
         Ok(bytes) => kit_response(&app, bytes),
-        Err(e) => {
-            let c = Chrome::new(
-                &app,
-                &user.language,
-                Some(&user),
-                "machines",
-                "/machines/enrol",
-            )
-            .with_error(&e);
-            let status = status_of(&e);
-            enrol_view(&app, c, None, status)
-        }
+        Err(e) => enrol_failed(&app, &user, &e),
     }
 }
 
@@ -529,18 +522,7 @@ pub async fn revoke_token(
         .and_then(|()| machines::revoke_enrol_token(&app, &user.name, &id));
     match result {
         Ok(()) => Redirect::to("/machines/enrol").into_response(),
-        Err(e) => {
-            let c = Chrome::new(
-                &app,
-                &user.language,
-                Some(&user),
-                "machines",
-                "/machines/enrol",
-            )
-            .with_error(&e);
-            let status = status_of(&e);
-            enrol_view(&app, c, None, status)
-        }
+        Err(e) => enrol_failed(&app, &user, &e),
     }
 }
 
