@@ -168,18 +168,6 @@ pub(crate) mod tests {
             }
             Ok(())
         }
-
-        fn allocated(&self) -> io::Result<Option<Ranges>> {
-            Ok(None)
-        }
-
-        fn changed(&self) -> io::Result<Option<Ranges>> {
-            Ok(None)
-        }
-
-        fn allocation_method(&self) -> &'static str {
-            "all"
-        }
     }
 
     fn pattern(len: usize) -> Vec<u8> {

@@ -6,7 +6,6 @@
 
 use std::io;
 
-use super::ranges::Ranges;
 use super::source::BlockSource;
 
 /// `len` bytes of the disk from `start` on, read from `source` at offset 0.
@@ -101,18 +100,6 @@ impl BlockSource for CompositeSource {
             pos += n;
         }
         Ok(())
-    }
-
-    fn allocated(&self) -> io::Result<Option<Ranges>> {
-        Ok(None)
-    }
-
-    fn changed(&self) -> io::Result<Option<Ranges>> {
-        Ok(None)
-    }
-
-    fn allocation_method(&self) -> &'static str {
-        "all"
     }
 }
 

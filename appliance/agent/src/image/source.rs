@@ -34,11 +34,17 @@ pub trait BlockSource: Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// The ranges that hold data as far as the source knows (file extents, NBD
     /// allocation); `None` when it cannot tell (everything may hold data).
-    fn allocated(&self) -> io::Result<Option<Ranges>>;
+    fn allocated(&self) -> io::Result<Option<Ranges>> {
+        Ok(None)
+    }
     /// The ranges changed since the previous backup (a dirty bitmap), when tracked.
-    fn changed(&self) -> io::Result<Option<Ranges>>;
+    fn changed(&self) -> io::Result<Option<Ranges>> {
+        Ok(None)
+    }
     /// How allocation was learnt, for the snapshot's `read` field (`allocated` or `all`).
-    fn allocation_method(&self) -> &'static str;
+    fn allocation_method(&self) -> &'static str {
+        "all"
+    }
 }
 
 /// A selection, parsed.

@@ -28,7 +28,6 @@ use windows_sys::Win32::System::Ioctl as ioctl;
 
 use super::aligned::AlignedSource;
 use super::composite::{CompositeSource, Piece};
-use super::ranges::Ranges;
 use super::source::{self, BlockSource, OpenedSource, Selection};
 use super::winioctl::{self, DiskExtent, DiskPartition};
 use crate::platform::windows::{SHARE_ALL, VolumeSnapshots};
@@ -54,18 +53,6 @@ impl BlockSource for Device {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         source::read_exact_at(&self.file, buf, offset)
-    }
-
-    fn allocated(&self) -> io::Result<Option<Ranges>> {
-        Ok(None)
-    }
-
-    fn changed(&self) -> io::Result<Option<Ranges>> {
-        Ok(None)
-    }
-
-    fn allocation_method(&self) -> &'static str {
-        "all"
     }
 }
 
