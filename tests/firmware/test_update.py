@@ -78,8 +78,12 @@ def test_update_to_the_other_slot_then_a_broken_update_rolls_back(make_guest):
     assert r.status_code == 200, r.text[:2000]
     assert f"{version}-next" in r.text
 
+    # abrid answers as soon as it is ready; mark-good runs right after (ExecStartPost), so
+    # the slot is "bad" (on trial, TRY=1) for a moment before it is "good".
     info, session = wait_firmware(
-        box, password, lambda i: i["slot"] == "B", UPDATE_TIMEOUT, "the box back on slot B")
+        box, password,
+        lambda i: i["slot"] == "B" and slot(i, "B")["boot_status"] == "good",
+        UPDATE_TIMEOUT, "the box back on slot B, marked good")
     assert info["version"] == f"{version}-next", info
     assert info["last_update"]["result"] == "booted", info
     assert info["last_update"]["version"] == f"{version}-next", info
