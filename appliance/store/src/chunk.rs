@@ -14,6 +14,7 @@
 
 use crate::error::{ChunkDefect, Result, StoreError};
 use crate::key::{ChunkKey, Digest};
+use std::cell::RefCell;
 
 /// The magic at the start of every encoded chunk.
 pub const CHUNK_MAGIC: [u8; 4] = *b"ABC1";
@@ -31,9 +32,7 @@ pub const CODEC_ZSTD: u8 = 1;
 /// produces more); a larger input yields bytes that [`decode_chunk`] refuses.
 pub fn encode_chunk(raw: &[u8], level: i32) -> Vec<u8> {
     let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
-    let compressed = zstd::bulk::compress(raw, level)
-        .ok()
-        .filter(|c| c.len() < raw.len());
+    let compressed = compress(raw, level).filter(|c| c.len() < raw.len());
     let (codec, payload) = match &compressed {
         Some(c) => (CODEC_ZSTD, c.as_slice()),
         None => (CODEC_RAW, raw),
@@ -44,6 +43,42 @@ pub fn encode_chunk(raw: &[u8], level: i32) -> Vec<u8> {
     out.extend_from_slice(&raw_len.to_le_bytes());
     out.extend_from_slice(payload);
     out
+}
+
+thread_local! {
+    /// This thread's compression context and its level. A context holds a few hundred KiB
+    /// of tables: making one per chunk cost more than compressing a 64 KiB image chunk.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    /// This thread's decompression context (same reason).
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// `raw` as one zstd frame at `level`, on this thread's context; `None` if zstd fails.
+fn compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        compressor.compress(raw).ok()
+    })
+}
+
+/// One zstd frame of at most `capacity` bytes decompressed, on this thread's context.
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, capacity),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
 }
 
 /// Decodes an encoded chunk, checks every header field, and refuses it unless its raw
@@ -91,7 +126,7 @@ fn decode_unverified(bytes: &[u8]) -> Result<Vec<u8>, ChunkDefect> {
     } else {
         // Capacity = declared length: zstd fails rather than write past it, so a
         // decompression bomb costs at most 16 MiB.
-        zstd::bulk::decompress(payload, declared as usize)
+        decompress(payload, declared as usize)
             .map_err(|e| ChunkDefect::Decompress(e.to_string()))?
     };
     if raw.len() != declared as usize {
@@ -116,6 +151,26 @@ mod tests {
             Err(StoreError::BadChunk { defect, .. }) => defect,
             other => panic!("expected BadChunk, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refused_frame_leaves_the_thread_contexts_usable() {
+        let raw: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let good = encode_chunk(&raw, 3);
+        assert_eq!(good[4], CODEC_ZSTD);
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad.truncate(mid);
+        let d = key().digest(&raw);
+        assert!(matches!(
+            defect(decode_chunk(&bad, &key(), &d)),
+            ChunkDefect::Decompress(_) | ChunkDefect::LengthMismatch { .. }
+        ));
+        assert_eq!(decode_chunk(&good, &key(), &d).unwrap(), raw);
+        // Another level on the same thread gets its own context, and a valid frame.
+        let again = encode_chunk(&raw, 1);
+        assert_eq!(decode_chunk(&again, &key(), &d).unwrap(), raw);
+        assert_eq!(encode_chunk(&raw, 3), good);
     }
 
     #[test]
