@@ -135,6 +135,91 @@ def test_chunks_not_matching_their_digest_are_refused(two_machines):
     assert r.status_code == 200 and good not in r.json()["missing"], r.text
 
 
+def _frames(chunks: list[tuple[str, bytes]]) -> bytes:
+    """A chunk batch (docs/api.md): digest, u32 LE length, encoded chunk, repeated."""
+    return b"".join(bytes.fromhex(d) + len(c).to_bytes(4, "little") + c for d, c in chunks)
+
+
+def _put_batch(agent, body: bytes):
+    return agent.http("POST", "chunks", data=body,
+                      headers={"Content-Type": "application/x-abri-chunks"})
+
+
+def test_a_chunk_batch_is_stored_whole_or_refused_whole(two_machines):
+    fm, a, b, snap = two_machines
+    key = b.chunk_key
+    raws = [os.urandom(2000) for _ in range(3)] + [b"batch " * 3000]
+    digests = [blake3_keyed(key, r).hex() for r in raws]
+    encoded = [encode_chunk_raw(r) for r in raws[:3]] + [zstd_chunk(raws[3])]
+    good = list(zip(digests, encoded))
+    before = _store_files(fm.box)
+    whole = _frames(good)
+    cases = {
+        "one chunk not matching its digest": _frames(
+            good[:2] + [(digests[2], encode_chunk_raw(b"other"))] + good[3:]),
+        "a frame cut short": whole[:-5],
+        "a length past the end": whole + bytes(32) + (100).to_bytes(4, "little") + b"x",
+        "a frame longer than any chunk": whole + bytes(32) + (1 << 30).to_bytes(4, "little"),
+        "an empty batch": b"",
+    }
+    for name, body in cases.items():
+        r = _put_batch(b, body)
+        assert r.status_code == 422, f"{name}: expected 422, got {r.status_code} {r.text}"
+        assert r.json()["error"] == "invalid", r.text
+    assert _store_files(fm.box) == before, "a refused batch changed the store"
+    assert list((store_dir(fm.box) / "tmp").iterdir()) == [], "leftovers in store/tmp"
+    r = b.http("POST", "chunks/missing", json={"digests": digests})
+    assert r.status_code == 200 and sorted(r.json()["missing"]) == sorted(digests), r.text
+
+    # a missing-query may name the documented 4096 digests (the body is over 64 KiB), no more
+    many = [os.urandom(32).hex() for _ in range(4096)]
+    r = b.http("POST", "chunks/missing", json={"digests": many})
+    assert r.status_code == 200 and len(r.json()["missing"]) == 4096, r.text[:300]
+    r = b.http("POST", "chunks/missing", json={"digests": many + digests[:1]})
+    assert r.status_code == 422, r.text[:300]
+
+    # control: the whole batch is stored once; sent again, every chunk is already there
+    r = _put_batch(b, whole)
+    assert r.status_code == 200 and r.json() == {"stored": 4, "present": 0}, r.text
+    r = _put_batch(b, whole)
+    assert r.status_code == 200 and r.json() == {"stored": 0, "present": 4}, r.text
+    r = b.http("POST", "chunks/missing", json={"digests": digests})
+    assert r.status_code == 200 and r.json()["missing"] == [], r.text
+    box_verify(fm.api)
+
+
+def test_chunk_fetches_read_only_the_machines_own_snapshot(two_machines):
+    fm, a, b, snap = two_machines
+    sid = snap["id"]
+    cat = snap["catalog"]
+    r = a.http("POST", f"snapshots/{sid}/chunks", json={"digests": cat + cat[:1]})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/x-abri-chunks"
+    body, at, got = r.content, 0, []
+    while at < len(body):
+        n = int.from_bytes(body[at + 32:at + 36], "little")
+        got.append((body[at:at + 32].hex(), body[at + 36:at + 36 + n]))
+        at += 36 + n
+    assert [d for d, _ in got] == cat + cat[:1]
+    for d, enc in got:
+        single = a.http("GET", f"snapshots/{sid}/chunks/{d}")
+        assert single.status_code == 200 and single.content == enc
+
+    own = b.run("backup", "--now").data["snapshot"]["id"]
+    refusals = {
+        "B through A's snapshot": (b, sid, cat, 404),
+        "B through its own snapshot": (b, own, cat, 404),
+        "A, one digest not in the snapshot": (a, sid, cat + [os.urandom(32).hex()], 404),
+        "A, not a digest": (a, sid, ["../../key"], 422),
+        "A, nothing asked": (a, sid, [], 422),
+        "A, too many asked": (a, sid, cat[:1] * 257, 422),
+    }
+    for name, (agent, snapshot, digests, status) in refusals.items():
+        r = agent.http("POST", f"snapshots/{snapshot}/chunks", json={"digests": digests})
+        assert r.status_code == status, f"{name}: expected {status}, got {r.status_code}"
+        assert r.content[:1] == b"{", f"{name}: chunk bytes in a refusal"
+
+
 def test_commits_with_missing_chunks_or_bad_paths_are_refused(two_machines):
     fm, a, b, snap = two_machines
     key = b.chunk_key

@@ -9,6 +9,7 @@ use abri_proto::agent::{
     Command, CommitSnapshot, EnrolRequest, EnrolResponse, JobEnd, JobStarted, MissingAnswer,
     MissingQuery, Progress, ProgressAck, SnapshotSummary, StartJob,
 };
+use abri_proto::batch;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -313,14 +314,15 @@ impl BoxClient {
         .await
     }
 
-    /// `PUT /agent/chunks/{digest}` with the encoded chunk.
-    pub async fn put_chunk(&self, digest: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
-        let what = format!("chunk {digest}");
-        let body = bytes::Bytes::from(bytes);
+    /// `POST /agent/chunks` with a batch of encoded chunks ([`abri_proto::batch`] frames of
+    /// `chunks` of them).
+    pub async fn put_chunks(&self, body: Vec<u8>, chunks: usize) -> Result<(), ClientError> {
+        let what = format!("a batch of {chunks} chunks");
+        let body = bytes::Bytes::from(body);
         self.retry(|| async {
             let req = self
-                .request(reqwest::Method::PUT, &format!("/agent/chunks/{digest}"))
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .request(reqwest::Method::POST, "/agent/chunks")
+                .header(reqwest::header::CONTENT_TYPE, batch::CONTENT_TYPE)
                 .timeout(Duration::from_secs(300))
                 .body(body.clone());
             self.send(&what, req).await.map(|_| ())
@@ -362,6 +364,32 @@ impl BoxClient {
                 )
                 .await?;
             Self::json(&what, resp).await
+        })
+        .await
+    }
+
+    /// `POST /agent/snapshots/{id}/chunks`: encoded chunks (not yet verified) as
+    /// [`abri_proto::batch`] frames, in the order asked.
+    pub async fn snapshot_chunks(
+        &self,
+        id: &str,
+        digests: Vec<String>,
+    ) -> Result<bytes::Bytes, ClientError> {
+        let what = format!("{} chunks of snapshot {id}", digests.len());
+        let body = MissingQuery { digests };
+        self.retry(|| async {
+            let resp = self
+                .send(
+                    &what,
+                    self.request(
+                        reqwest::Method::POST,
+                        &format!("/agent/snapshots/{id}/chunks"),
+                    )
+                    .timeout(Duration::from_secs(300))
+                    .json(&body),
+                )
+                .await?;
+            resp.bytes().await.map_err(|e| transport(&what, &e))
         })
         .await
     }

@@ -6,6 +6,7 @@
 //! requests in flight on the one HTTP/2 connection.
 
 use abri_proto::agent::{BackupSpec, CommitSnapshot, SnapshotSummary};
+use abri_proto::batch;
 use abri_proto::plan::PlanKind;
 use abri_store::{CatalogReader, ChunkKey, ChunkSource, ChunkerParams, Digest, StoreError};
 use std::path::PathBuf;
@@ -60,10 +61,18 @@ impl Destination for HttpDestination {
         Ok(out)
     }
 
-    fn put_chunk(&self, digest: &Digest, encoded: Vec<u8>) -> Result<(), DestinationError> {
+    fn put_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), DestinationError> {
+        let size = chunks
+            .iter()
+            .map(|(_, c)| batch::FRAME_HEADER_LEN + c.len())
+            .sum();
+        let mut body = Vec::with_capacity(size);
+        for (digest, encoded) in chunks {
+            batch::push_frame(&mut body, digest, encoded);
+        }
         Ok(self
             .handle
-            .block_on(self.client.put_chunk(&digest.to_hex(), encoded))?)
+            .block_on(self.client.put_chunks(body, chunks.len()))?)
     }
 
     fn commit(&self, commit: &CommitSnapshot) -> Result<SnapshotSummary, DestinationError> {
@@ -107,6 +116,41 @@ impl ChunkSource for HttpChunkSource {
                 source: std::io::Error::other(e.to_string()),
             })?;
         abri_store::decode_chunk(&bytes, &self.key, digest)
+    }
+
+    /// One request for all of `digests`, each verified; the box must answer exactly them.
+    fn read_chunks(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let what = || PathBuf::from(format!("snapshot {} chunks", self.snapshot));
+        let failed = |reason: String| StoreError::Io {
+            action: "cannot fetch chunks from the box",
+            path: what(),
+            source: std::io::Error::other(reason),
+        };
+        let hex = digests.iter().map(Digest::to_hex).collect();
+        let body = self
+            .handle
+            .block_on(self.client.snapshot_chunks(&self.snapshot, hex))
+            .map_err(|e| failed(e.to_string()))?;
+        let frames = batch::parse_frames(&body).map_err(|e| failed(e.to_string()))?;
+        if frames.len() != digests.len() {
+            return Err(failed(format!(
+                "asked for {} chunks, the box sent {}",
+                digests.len(),
+                frames.len()
+            )));
+        }
+        digests
+            .iter()
+            .zip(frames)
+            .map(|(asked, (sent, encoded))| {
+                if sent != *asked {
+                    return Err(failed(format!(
+                        "asked for chunk {asked}, the box sent {sent}"
+                    )));
+                }
+                abri_store::decode_chunk(encoded, &self.key, asked)
+            })
+            .collect()
     }
 }
 

@@ -352,11 +352,21 @@ impl CatalogWriter {
 pub trait ChunkSource {
     /// The verified raw bytes of a chunk.
     fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>>;
+
+    /// The verified raw bytes of several chunks, in order. A remote source answers them in
+    /// one round trip; the default asks one by one.
+    fn read_chunks(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>> {
+        digests.iter().map(|d| self.read_chunk(d)).collect()
+    }
 }
 
 impl<T: ChunkSource + ?Sized> ChunkSource for &T {
     fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>> {
         (**self).read_chunk(digest)
+    }
+
+    fn read_chunks(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>> {
+        (**self).read_chunks(digests)
     }
 }
 

@@ -169,6 +169,23 @@ impl ChunkStore {
     /// chunk is touched instead (see the module documentation on GC).
     pub fn insert_encoded(&self, digest: &Digest, encoded: &[u8]) -> Result<Inserted> {
         decode_chunk(encoded, &self.key, digest)?;
+        self.store_checked(digest, encoded)
+    }
+
+    /// Verifies every chunk of a batch first, then stores each like [`insert_encoded`]
+    /// (Self::insert_encoded): a batch with one bad chunk stores nothing.
+    pub fn insert_batch(&self, chunks: &[(Digest, &[u8])]) -> Result<Vec<Inserted>> {
+        for (digest, encoded) in chunks {
+            decode_chunk(encoded, &self.key, digest)?;
+        }
+        chunks
+            .iter()
+            .map(|(digest, encoded)| self.store_checked(digest, encoded))
+            .collect()
+    }
+
+    /// Stores a verified encoded chunk unless present (then touches it).
+    fn store_checked(&self, digest: &Digest, encoded: &[u8]) -> Result<Inserted> {
         let path = self.chunk_path(digest);
         if self.touch(&path)? {
             return Ok(Inserted {

@@ -14,6 +14,7 @@ use abri_proto::agent::{
     MACHINE_AUTH_SCHEME, MAX_DIGESTS_PER_QUERY, MissingAnswer, MissingQuery, Progress, ProgressAck,
     SnapshotStatsWire, SnapshotSummary, StartJob,
 };
+use abri_proto::batch;
 use abri_store::{CatalogReader, Digest, SnapshotKind, SnapshotManifest, SnapshotStats};
 use axum::Json;
 use axum::Router;
@@ -29,6 +30,16 @@ use std::time::Duration;
 
 type AppState = State<Arc<App>>;
 
+/// A list of `n` digests as JSON (`{"digests": ["<64 hex>", ...]}`: 64 digits, quotes, a
+/// comma and some white space each), with room to spare.
+const fn digest_list_bytes(n: usize) -> usize {
+    n * 72 + 1024
+}
+/// Body limit of `POST /chunks/missing`.
+pub const MISSING_QUERY_LIMIT: usize = digest_list_bytes(MAX_DIGESTS_PER_QUERY);
+/// Body limit of `POST /snapshots/{id}/chunks`.
+pub const FETCH_QUERY_LIMIT: usize = digest_list_bytes(batch::MAX_FETCH_CHUNKS);
+
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/enrol", post(enrol))
@@ -36,13 +47,24 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/jobs", post(start_job))
         .route("/jobs/{id}/progress", post(progress))
         .route("/jobs/{id}/finish", post(finish))
-        .route("/chunks/missing", post(missing))
+        .route(
+            "/chunks/missing",
+            post(missing).layer(DefaultBodyLimit::max(MISSING_QUERY_LIMIT)),
+        )
+        .route(
+            "/chunks",
+            post(upload_chunks).layer(DefaultBodyLimit::max(batch::MAX_BATCH_BYTES)),
+        )
         .route(
             "/chunks/{digest}",
             put(upload_chunk).layer(DefaultBodyLimit::max(abri_store::MAX_CHUNK_LEN + 64)),
         )
         .route("/snapshots", get(snapshots).post(commit))
         .route("/snapshots/{id}", get(snapshot))
+        .route(
+            "/snapshots/{id}/chunks",
+            post(snapshot_chunks).layer(DefaultBodyLimit::max(FETCH_QUERY_LIMIT)),
+        )
         .route("/snapshots/{id}/chunks/{digest}", get(snapshot_chunk))
 }
 
@@ -200,6 +222,40 @@ async fn upload_chunk(
     } else {
         StatusCode::OK
     })
+}
+
+/// Answer of a batch upload.
+#[derive(Serialize)]
+struct BatchStored {
+    /// Chunks stored now.
+    stored: usize,
+    /// Chunks the box already had (touched).
+    present: usize,
+}
+
+/// Stores a batch of chunks ([`abri_proto::batch`] frames) after verifying every one of
+/// them: a batch with one bad chunk stores nothing.
+async fn upload_chunks(
+    State(app): AppState,
+    AgentMachine(m): AgentMachine,
+    body: axum::body::Bytes,
+) -> AppResult<Json<BatchStored>> {
+    let store = app.store.clone();
+    let inserted = blocking(move || {
+        let frames = batch::parse_frames(&body)
+            .map_err(|e| AppError::Invalid(format!("chunk batch: {e}")))?;
+        Ok(store.insert_batch(&frames)?)
+    })
+    .await?;
+    let stored_bytes: u64 = inserted.iter().map(|i| i.stored_bytes).sum();
+    let stored = inserted.iter().filter(|i| i.new).count();
+    if stored > 0 {
+        app.jobs.add_stored(&m.id, stored_bytes);
+    }
+    Ok(Json(BatchStored {
+        stored,
+        present: inserted.len() - stored,
+    }))
 }
 
 fn stats_from_wire(w: &SnapshotStatsWire) -> SnapshotStats {
@@ -401,6 +457,50 @@ pub async fn referenced(
 }
 
 /// A chunk of one of the machine's own snapshots, as stored (encoded, verified by the agent).
+/// Several chunks of one of the machine's snapshots, as [`abri_proto::batch`] frames in the
+/// order asked (encoded, as stored: the agent verifies them). Every digest must belong to
+/// the snapshot, or nothing is sent.
+async fn snapshot_chunks(
+    State(app): AppState,
+    AgentMachine(m): AgentMachine,
+    Path(id): Path<String>,
+    ApiJson(q): ApiJson<MissingQuery>,
+) -> AppResult<Response> {
+    if q.digests.is_empty() || q.digests.len() > batch::MAX_FETCH_CHUNKS {
+        return Err(AppError::Invalid(format!(
+            "digests: ask for 1 to {} chunks per request",
+            batch::MAX_FETCH_CHUNKS
+        )));
+    }
+    let digests = q
+        .digests
+        .iter()
+        .map(|d| parse_digest(d))
+        .collect::<AppResult<Vec<_>>>()?;
+    let manifest = own_snapshot(&app, &m.id, &id).await?;
+    let refs = referenced(&app, &manifest).await?;
+    if let Some(d) = digests.iter().find(|d| !refs.contains(d)) {
+        return Err(AppError::NotFound(format!("chunk {d} in snapshot {id}")));
+    }
+    let store = app.store.clone();
+    let body = blocking(move || {
+        let mut body = Vec::new();
+        for d in &digests {
+            let encoded = store.read_encoded(d)?;
+            if body.len() + encoded.len() > batch::MAX_BATCH_BYTES && !body.is_empty() {
+                return Err(AppError::Invalid(format!(
+                    "the chunks asked for exceed {} bytes: ask for fewer",
+                    batch::MAX_BATCH_BYTES
+                )));
+            }
+            batch::push_frame(&mut body, d, &encoded);
+        }
+        Ok(body)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, batch::CONTENT_TYPE)], body).into_response())
+}
+
 async fn snapshot_chunk(
     State(app): AppState,
     AgentMachine(m): AgentMachine,

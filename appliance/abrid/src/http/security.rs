@@ -58,6 +58,21 @@ pub async fn same_origin(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// The largest body a path takes: chunk uploads carry chunks, digest lists up to their
+/// documented counts, everything else is a small form or JSON document.
+fn body_limit(path: &str) -> usize {
+    use super::agent_api::{FETCH_QUERY_LIMIT, MISSING_QUERY_LIMIT};
+    match path {
+        "/api/v1/agent/chunks" => abri_proto::batch::MAX_BATCH_BYTES,
+        "/api/v1/agent/chunks/missing" => MISSING_QUERY_LIMIT,
+        p if p.starts_with("/api/v1/agent/chunks/") => abri_store::MAX_CHUNK_LEN + 64,
+        p if p.starts_with("/api/v1/agent/snapshots/") && p.ends_with("/chunks") => {
+            FETCH_QUERY_LIMIT
+        }
+        _ => super::extract::BODY_LIMIT,
+    }
+}
+
 /// Reads the whole request body (within the route's limit) before any handler or extractor
 /// runs. A refusal sent while the client is still sending (a missing CSRF token, no
 /// session) would otherwise leave unread bytes on an HTTP/1.1 connection, and the client's
@@ -67,11 +82,7 @@ pub async fn read_body_first(request: Request, next: Next) -> Response {
     if super::system_api::streams_body(request.uri().path()) {
         return next.run(request).await;
     }
-    let limit = if request.uri().path().starts_with("/api/v1/agent/chunks/") {
-        abri_store::MAX_CHUNK_LEN + 64
-    } else {
-        super::extract::BODY_LIMIT
-    };
+    let limit = body_limit(request.uri().path());
     let http1 = request.version() <= axum::http::Version::HTTP_11;
     let (parts, body) = request.into_parts();
     match axum::body::to_bytes(body, limit).await {

@@ -27,6 +27,8 @@ use crate::upload::{Abort, Destination, Outgoing, Stages, UploadStats, ZSTD_LEVE
 
 /// Slots read with one request (1 MiB at 64 KiB chunks).
 const READ_BATCH: u64 = 16;
+/// Chunks waiting for the query, and compressed chunks waiting for an uploader.
+const QUEUED_CHUNKS: usize = 128;
 
 /// What to image and how.
 #[derive(Debug, Clone)]
@@ -94,9 +96,11 @@ where
         counters,
         stats: &upload_stats,
     };
-    let (to_query, query_in) = bounded::<Outgoing>(2 * READ_BATCH as usize);
+    // Image chunks are small (64 KiB): room for a few batches' worth waiting between the
+    // stages, so queries and uploads go many chunks to a request (8 MiB per queue at most).
+    let (to_query, query_in) = bounded::<Outgoing>(QUEUED_CHUNKS);
     let (to_compress, compress_in) = bounded::<Outgoing>(2 * workers);
-    let (to_upload, upload_in) = bounded(UPLOADERS);
+    let (to_upload, upload_in) = bounded(QUEUED_CHUNKS);
     let use_previous = !job.spec.full;
     let read_result = std::thread::scope(|s| {
         let stages = &stages;

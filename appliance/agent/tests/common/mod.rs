@@ -45,8 +45,9 @@ impl Destination for LocalBox {
         Ok(self.store.missing(digests))
     }
 
-    fn put_chunk(&self, digest: &Digest, encoded: Vec<u8>) -> Result<(), DestinationError> {
-        self.store.insert_encoded(digest, &encoded)?;
+    fn put_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), DestinationError> {
+        let frames: Vec<(Digest, &[u8])> = chunks.iter().map(|(d, c)| (*d, &c[..])).collect();
+        self.store.insert_batch(&frames)?;
         Ok(())
     }
 

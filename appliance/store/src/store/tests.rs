@@ -84,6 +84,41 @@ fn insert_dedupes_reads_back_and_answers_missing() {
 }
 
 #[test]
+fn a_batch_is_stored_whole_or_not_at_all() {
+    let (_dir, store) = new_store();
+    let raws: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 5_000 + usize::from(i)]).collect();
+    let digests: Vec<Digest> = raws.iter().map(|r| store.key().digest(r)).collect();
+    let encoded: Vec<Vec<u8>> = raws.iter().map(|r| encode_chunk(r, 3)).collect();
+    // The last chunk is not what its digest says: nothing of the batch is stored.
+    let wrong = encode_chunk(b"not chunk 2", 3);
+    let bad = [
+        (digests[0], &encoded[0][..]),
+        (digests[1], &encoded[1][..]),
+        (digests[2], &wrong[..]),
+    ];
+    assert!(matches!(
+        store.insert_batch(&bad),
+        Err(StoreError::BadChunk { digest, defect: ChunkDefect::DigestMismatch(_) })
+            if digest == digests[2]
+    ));
+    assert_eq!(store.missing(&digests), digests);
+    store.insert_encoded(&digests[1], &encoded[1]).unwrap();
+    let good: Vec<(Digest, &[u8])> = digests
+        .iter()
+        .zip(&encoded)
+        .map(|(d, e)| (*d, &e[..]))
+        .collect();
+    let inserted = store.insert_batch(&good).unwrap();
+    assert_eq!(
+        inserted.iter().map(|i| i.new).collect::<Vec<_>>(),
+        vec![true, false, true]
+    );
+    for (d, raw) in digests.iter().zip(&raws) {
+        assert_eq!(&store.read(d).unwrap(), raw);
+    }
+}
+
+#[test]
 fn insert_refuses_a_chunk_that_does_not_match_its_digest() {
     let (_dir, store) = new_store();
     let d = store.key().digest(b"one");
