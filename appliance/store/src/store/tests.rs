@@ -84,6 +84,23 @@ fn insert_dedupes_reads_back_and_answers_missing() {
 }
 
 #[test]
+fn an_empty_chunk_file_left_by_a_power_cut_counts_as_absent_and_is_replaced() {
+    let (_dir, store) = new_store();
+    let raw = vec![9u8; 4_000];
+    let d = store.key().digest(&raw);
+    let enc = encode_chunk(&raw, 3);
+    // What ext4's delayed allocation leaves after a power cut: the name, no data.
+    let path = store.chunk_path(&d);
+    fs::write(&path, b"").unwrap();
+    assert_eq!(store.missing(&[d]), vec![d]);
+    assert!(!store.touch_if_present(&d).unwrap());
+    let inserted = store.insert_encoded(&d, &enc).unwrap();
+    assert!(inserted.new);
+    assert_eq!(store.read(&d).unwrap(), raw);
+    assert!(store.missing(&[d]).is_empty());
+}
+
+#[test]
 fn a_batch_is_stored_whole_or_not_at_all() {
     let (_dir, store) = new_store();
     let raws: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 5_000 + usize::from(i)]).collect();
