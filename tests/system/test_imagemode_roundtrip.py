@@ -1,6 +1,7 @@
 """Image-mode backups end to end on loopback: a real abri-agent images a raw disk file that
 holds no file system (so every allocated byte is kept), restores it with `restore-image`,
-and the bytes are compared. Incremental runs send only the changed chunks."""
+and the bytes are compared. Incremental runs send only the changed chunks; an image file
+that has not changed is not read at all."""
 
 from __future__ import annotations
 
@@ -55,7 +56,28 @@ def test_raw_image_file_round_trip_and_incremental(im):
     restore_image(agent, snap1["id"], out, "--overwrite")
     assert sha256(out) == original
 
-    # an unchanged re-run sends nothing but the catalog
+    # an unchanged re-run reads nothing (same size, times and inode) and sends only the
+    # catalog; the snapshot restores exactly
     third = image_backup(agent)
     assert third["stats"]["new_chunks"] <= 2, third["stats"]
+    assert third["snapshot"]["images"][0]["read"] == "unchanged-file", third["snapshot"]
+    assert third["bytes_read"] == 0, third
+    restore_image(agent, third["snapshot"]["id"], out, "--overwrite")
+    assert sha256(out) == changed
+
+    # a change that puts the modification time back still changes the change time: the
+    # file is read again and the change travels
+    st = disk.stat()
+    offsets = scatter_writes(disk, 3, seed=3, start=1 * MiB, end=30 * MiB)
+    os.utime(disk, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fourth = image_backup(agent)
+    assert fourth["snapshot"]["images"][0]["read"] == "allocated", fourth["snapshot"]
+    assert fourth["stats"]["new_chunks"] >= chunks_touched(offsets, 4 * KiB), fourth["stats"]
+    restore_image(agent, fourth["snapshot"]["id"], out, "--overwrite")
+    assert sha256(out) == sha256(disk)
+
+    # a full re-read reads the unchanged file anyway
+    fifth = image_backup(agent, "--full")
+    assert fifth["snapshot"]["images"][0]["read"] == "allocated", fifth["snapshot"]
+    assert fifth["bytes_read"] > 0 and fifth["stats"]["new_chunks"] <= 2, fifth
     verify_store(im.box)

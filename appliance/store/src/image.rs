@@ -50,8 +50,23 @@ pub struct ImageInfo {
     #[serde(default)]
     pub volumes: Vec<ImageVolume>,
     /// How the data was selected: `used-blocks`, `allocated`, `changed-blocks`, `all`, or
-    /// a combination such as `used-blocks+allocated`.
+    /// a combination such as `used-blocks+allocated`; `unchanged-file` when no block was read
+    /// (an image file unchanged since the previous image).
     pub read: String,
+    /// For an image file: its state when the image was taken. The next backup takes every
+    /// chunk from this image without reading when the file is in the same state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_state: Option<FileState>,
+}
+
+/// What says an image file has not changed: as for unchanged files in file mode, its size,
+/// modification and change times, and inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
 }
 
 /// A partition of an image (or the whole image as one volume).

@@ -143,8 +143,8 @@ pub use chunker::{Chunker, ChunkerParams};
 pub use error::{ChunkDefect, StoreError};
 pub use gc::{GcReport, gc};
 pub use image::{
-    ImageInfo, ImageReader, ImageSegments, ImageVolume, check_image_entries, image_dir_entry,
-    segment_path, validate_image_name,
+    FileState, ImageInfo, ImageReader, ImageSegments, ImageVolume, check_image_entries,
+    image_dir_entry, segment_path, validate_image_name,
 };
 pub use key::{ChunkKey, Digest, ParseDigestError};
 pub use packer::{FilePacker, Packed, PackedChunk, PackedFile};

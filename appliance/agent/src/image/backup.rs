@@ -200,6 +200,42 @@ enum SlotPlan {
 }
 
 impl Reader<'_> {
+    /// Writes one image's entries (reading or taking from the previous image what `map` and
+    /// `changed` say) and records it.
+    #[allow(clippy::too_many_arguments)]
+    fn push_image<S: ChunkSource>(
+        &mut self,
+        src: &OpenedSource,
+        info: ImageInfo,
+        map: &Ranges,
+        changed: Option<&Ranges>,
+        previous: &mut Option<PreviousImages<S>>,
+        catalog: &mut CatalogWriter,
+        now_ns: i64,
+        infos: &mut Vec<ImageInfo>,
+    ) -> Result<(), BackupError> {
+        info.validate()
+            .map_err(|e| BackupError::Failed(e.to_string()))?;
+        catalog
+            .push(&image_dir_entry(&info, now_ns))
+            .map_err(store_err)?;
+        let prev_info = previous
+            .as_ref()
+            .and_then(|p| p.images.iter().find(|i| i.name == info.name))
+            .filter(|i| i.size == info.size && i.chunk_size == CHUNK_BYTES)
+            .cloned();
+        let mut prev_slots = match (prev_info, previous.as_mut()) {
+            (Some(pi), Some(p)) => Some(PreviousSlots::new(pi, &mut p.reader)),
+            _ => None,
+        };
+        self.counters.set_current(&src.name);
+        self.image(src, &info, map, changed, prev_slots.as_mut(), catalog)?;
+        self.stats.images += 1;
+        self.stats.bytes += info.size;
+        infos.push(info);
+        Ok(())
+    }
+
     fn run<S: ChunkSource>(
         &mut self,
         sources: &[OpenedSource],
@@ -214,6 +250,36 @@ impl Reader<'_> {
             let size = src.reader.size();
             if size == 0 {
                 return Err(BackupError::Failed(format!("{} is empty", src.description)));
+            }
+            let prev_info = previous
+                .as_ref()
+                .and_then(|p| p.images.iter().find(|i| i.name == src.name))
+                .filter(|i| i.size == size && i.chunk_size == CHUNK_BYTES)
+                .cloned();
+            let file_state = src.reader.file_state();
+            if let Some(prev) = prev_info
+                .as_ref()
+                .filter(|p| file_state.is_some() && p.file_state == file_state)
+            {
+                // An image file in the same state as at the previous image: every slot is
+                // the previous one, nothing is read.
+                let info = ImageInfo {
+                    name: src.name.clone(),
+                    source: src.description.clone(),
+                    read: "unchanged-file".into(),
+                    ..prev.clone()
+                };
+                self.push_image(
+                    src,
+                    info,
+                    &Ranges::all(0),
+                    Some(&Ranges::default()),
+                    &mut previous,
+                    &mut catalog,
+                    now_ns,
+                    &mut infos,
+                )?;
+                continue;
             }
             let Layout {
                 table,
@@ -240,11 +306,6 @@ impl Reader<'_> {
                 None if used.is_none() => read.push("all"),
                 None => {}
             }
-            let prev_info = previous
-                .as_ref()
-                .and_then(|p| p.images.iter().find(|i| i.name == src.name))
-                .filter(|i| i.size == size && i.chunk_size == CHUNK_BYTES)
-                .cloned();
             let changed = match (&prev_info, src.reader.changed()) {
                 (Some(_), Ok(Some(c))) => {
                     read.push("changed-blocks");
@@ -268,28 +329,18 @@ impl Reader<'_> {
                 table,
                 volumes,
                 read: read.join("+"),
+                file_state,
             };
-            info.validate()
-                .map_err(|e| BackupError::Failed(e.to_string()))?;
-            catalog
-                .push(&image_dir_entry(&info, now_ns))
-                .map_err(store_err)?;
-            let mut prev_slots = match (&prev_info, previous.as_mut()) {
-                (Some(pi), Some(p)) => Some(PreviousSlots::new(pi.clone(), &mut p.reader)),
-                _ => None,
-            };
-            self.counters.set_current(&src.name);
-            self.image(
+            self.push_image(
                 src,
-                &info,
+                info,
                 &map,
                 changed.as_ref(),
-                prev_slots.as_mut(),
+                &mut previous,
                 &mut catalog,
+                now_ns,
+                &mut infos,
             )?;
-            self.stats.images += 1;
-            self.stats.bytes += size;
-            infos.push(info);
         }
         self.stopped()?;
         let finished = catalog.finish();

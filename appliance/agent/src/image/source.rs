@@ -15,6 +15,7 @@
 //! Parsing is the same on every system (so its units run anywhere); opening refuses the
 //! forms the running system cannot read.
 
+use abri_store::FileState;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,11 @@ pub trait BlockSource: Send + Sync {
     /// How allocation was learnt, for the snapshot's `read` field (`allocated` or `all`).
     fn allocation_method(&self) -> &'static str {
         "all"
+    }
+    /// An image file's state when it was opened (to skip reading it when unchanged);
+    /// `None` for devices and exports.
+    fn file_state(&self) -> Option<FileState> {
+        None
     }
 }
 
@@ -313,6 +319,7 @@ pub struct FileSource {
     file: File,
     size: u64,
     regular: bool,
+    state: Option<FileState>,
 }
 
 impl FileSource {
@@ -321,10 +328,26 @@ impl FileSource {
         let size = devices::size_of(&file)?;
         #[cfg(not(unix))]
         let size = file.metadata()?.len();
+        #[cfg(unix)]
+        let state = if regular {
+            use std::os::unix::fs::MetadataExt;
+            let m = file.metadata()?;
+            Some(FileState {
+                size: m.size(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+                inode: m.ino(),
+            })
+        } else {
+            None
+        };
+        #[cfg(not(unix))]
+        let state = None;
         Ok(FileSource {
             file,
             size,
             regular,
+            state,
         })
     }
 }
@@ -359,6 +382,10 @@ impl BlockSource for FileSource {
 
     fn allocation_method(&self) -> &'static str {
         if self.regular { "allocated" } else { "all" }
+    }
+
+    fn file_state(&self) -> Option<FileState> {
+        self.state
     }
 }
 

@@ -19,6 +19,7 @@ fn info(name: &str, size: u64) -> ImageInfo {
         table: "none".into(),
         volumes: Vec::new(),
         read: "all".into(),
+        file_state: None,
     }
 }
 
