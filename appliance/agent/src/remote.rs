@@ -61,18 +61,10 @@ impl Destination for HttpDestination {
         Ok(out)
     }
 
-    fn put_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), DestinationError> {
-        let size = chunks
-            .iter()
-            .map(|(_, c)| batch::FRAME_HEADER_LEN + c.len())
-            .sum();
-        let mut body = Vec::with_capacity(size);
-        for (digest, encoded) in chunks {
-            batch::push_frame(&mut body, digest, encoded);
-        }
+    fn put_batch(&self, frames: Vec<u8>, count: usize) -> Result<(), DestinationError> {
         Ok(self
             .handle
-            .block_on(self.client.put_chunks(body, chunks.len()))?)
+            .block_on(self.client.put_chunks(frames, count))?)
     }
 
     fn commit(&self, commit: &CommitSnapshot) -> Result<SnapshotSummary, DestinationError> {

@@ -17,7 +17,7 @@
 //! drains its input without working, so the pipeline winds down without deadlock.
 
 use abri_proto::agent::{CommitSnapshot, SnapshotSummary};
-use abri_proto::batch::{BATCH_TARGET_BYTES, MAX_BATCH_CHUNKS};
+use abri_proto::batch::{self, BATCH_TARGET_BYTES, MAX_BATCH_CHUNKS};
 use abri_store::{Digest, EncodedChunk, PackedChunk};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashSet;
@@ -49,8 +49,9 @@ pub enum DestinationError {
 pub trait Destination: Send + Sync {
     /// The subset of `digests` the destination lacks.
     fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, DestinationError>;
-    /// Stores encoded chunks (idempotent): all of them, or none if one is refused.
-    fn put_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), DestinationError>;
+    /// Stores a batch of `count` encoded chunks ([`abri_proto::batch`] frames; idempotent):
+    /// all of them, or none if one is refused.
+    fn put_batch(&self, frames: Vec<u8>, count: usize) -> Result<(), DestinationError>;
     /// Commits the snapshot whose chunks are all stored.
     fn commit(&self, commit: &CommitSnapshot) -> Result<SnapshotSummary, DestinationError>;
 }
@@ -119,12 +120,16 @@ pub struct Stages<'a, D: Destination + ?Sized> {
     pub stats: &'a UploadStats,
 }
 
-/// A compressed chunk ready to send.
+/// A compressed chunk ready to send, already framed for a batch.
 pub struct Ready {
     digest: Digest,
     raw_len: u64,
-    bytes: Vec<u8>,
+    frame: Vec<u8>,
 }
+
+/// A chunk this large travels alone: batching pays for small chunks (64 KiB image chunks,
+/// small catalog chunks), while a file chunk (512 KiB–8 MiB) is its own batch, with no copy.
+const SMALL_FRAME: usize = 1 << 20;
 
 impl<D: Destination + ?Sized> Stages<'_, D> {
     /// Batches digests, asks the destination which it lacks, forwards those once.
@@ -180,16 +185,24 @@ impl<D: Destination + ?Sized> Stages<'_, D> {
                 continue;
             }
             let ready = match c {
-                Outgoing::Raw(c) => Ready {
-                    digest: c.digest,
-                    raw_len: c.data.len() as u64,
-                    bytes: abri_store::encode_chunk(&c.data, ZSTD_LEVEL),
-                },
-                Outgoing::Encoded(c) => Ready {
-                    digest: c.digest,
-                    raw_len: declared_len(&c.bytes),
-                    bytes: c.bytes,
-                },
+                Outgoing::Raw(c) => {
+                    let mut frame = frame_header(&c.digest);
+                    abri_store::encode_chunk_into(&c.data, ZSTD_LEVEL, &mut frame);
+                    Ready {
+                        digest: c.digest,
+                        raw_len: c.data.len() as u64,
+                        frame: finish_frame(frame),
+                    }
+                }
+                Outgoing::Encoded(c) => {
+                    let mut frame = frame_header(&c.digest);
+                    frame.extend_from_slice(&c.bytes);
+                    Ready {
+                        digest: c.digest,
+                        raw_len: declared_len(&c.bytes),
+                        frame: finish_frame(frame),
+                    }
+                }
             };
             if output.send(ready).is_err() {
                 return;
@@ -197,17 +210,20 @@ impl<D: Destination + ?Sized> Stages<'_, D> {
         }
     }
 
-    /// Uploads chunks in batches: what is waiting when the last request ended, up to
-    /// [`BATCH_TARGET_BYTES`] (run several of these). Small chunks queue up while a request
-    /// is out, so they travel many to a request; large ones go one or two at a time.
+    /// Uploads chunks in batches (run several of these): a small chunk goes with the small
+    /// ones that queued up while the previous request was out, up to [`BATCH_TARGET_BYTES`];
+    /// a large one goes alone.
     pub fn upload(&self, input: Receiver<Ready>) {
         while let Ok(first) = input.recv() {
-            let mut bytes = first.bytes.len();
+            let mut bytes = first.frame.len();
             let mut batch = vec![first];
-            while bytes < BATCH_TARGET_BYTES && batch.len() < MAX_BATCH_CHUNKS {
+            while bytes < SMALL_FRAME.max(batch[0].frame.len())
+                && bytes < BATCH_TARGET_BYTES
+                && batch.len() < MAX_BATCH_CHUNKS
+            {
                 match input.try_recv() {
                     Ok(c) => {
-                        bytes += c.bytes.len();
+                        bytes += c.frame.len();
                         batch.push(c);
                     }
                     Err(_) => break,
@@ -217,16 +233,26 @@ impl<D: Destination + ?Sized> Stages<'_, D> {
                 continue;
             }
             let raw_len: u64 = batch.iter().map(|c| c.raw_len).sum();
-            let count = batch.len() as u64;
+            let count = batch.len();
             let first_digest = batch[0].digest;
-            let chunks: Vec<(Digest, Vec<u8>)> =
-                batch.into_iter().map(|c| (c.digest, c.bytes)).collect();
-            match self.dest.put_chunks(&chunks) {
+            let body = if count == 1 {
+                batch.pop().map(|c| c.frame).unwrap_or_default()
+            } else {
+                let mut body = Vec::with_capacity(bytes);
+                for c in batch {
+                    body.extend_from_slice(&c.frame);
+                }
+                body
+            };
+            let sent = (bytes - count * batch::FRAME_HEADER_LEN) as u64;
+            match self.dest.put_batch(body, count) {
                 Ok(()) => {
                     self.counters
                         .bytes_uploaded
-                        .fetch_add(bytes as u64, Ordering::Relaxed);
-                    self.stats.new_chunks.fetch_add(count, Ordering::Relaxed);
+                        .fetch_add(sent, Ordering::Relaxed);
+                    self.stats
+                        .new_chunks
+                        .fetch_add(count as u64, Ordering::Relaxed);
                     self.stats.new_bytes.fetch_add(raw_len, Ordering::Relaxed);
                 }
                 Err(e) => self.abort.fail(format!(
@@ -236,6 +262,20 @@ impl<D: Destination + ?Sized> Stages<'_, D> {
             }
         }
     }
+}
+
+/// A frame's header with the length left at 0 ([`finish_frame`] sets it).
+fn frame_header(digest: &Digest) -> Vec<u8> {
+    let mut frame = Vec::new();
+    batch::push_frame(&mut frame, digest, &[]);
+    frame
+}
+
+/// Writes the encoded chunk's length into its frame header.
+fn finish_frame(mut frame: Vec<u8>) -> Vec<u8> {
+    let len = (frame.len() - batch::FRAME_HEADER_LEN) as u32;
+    frame[32..batch::FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    frame
 }
 
 /// The raw length in an encoded chunk's header (bytes 8..12), 0 if too short.

@@ -31,18 +31,29 @@ pub const CODEC_ZSTD: u8 = 1;
 /// form only when it is smaller. `raw` must not exceed [`MAX_CHUNK_LEN`] (the chunker never
 /// produces more); a larger input yields bytes that [`decode_chunk`] refuses.
 pub fn encode_chunk(raw: &[u8], level: i32) -> Vec<u8> {
-    let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
-    let compressed = compress(raw, level).filter(|c| c.len() < raw.len());
-    let (codec, payload) = match &compressed {
-        Some(c) => (CODEC_ZSTD, c.as_slice()),
-        None => (CODEC_RAW, raw),
-    };
-    let mut out = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len());
-    out.extend_from_slice(&CHUNK_MAGIC);
-    out.extend_from_slice(&[codec, 0, 0, 0]);
-    out.extend_from_slice(&raw_len.to_le_bytes());
-    out.extend_from_slice(payload);
+    let mut out = Vec::new();
+    encode_chunk_into(raw, level, &mut out);
     out
+}
+
+/// [`encode_chunk`], appended to `out` (compressed straight into it: no copy of the payload,
+/// so a sender can put its own framing first).
+pub fn encode_chunk_into(raw: &[u8], level: i32, out: &mut Vec<u8>) {
+    let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
+    let start = out.len();
+    out.extend_from_slice(&CHUNK_MAGIC);
+    out.extend_from_slice(&[CODEC_ZSTD, 0, 0, 0]);
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    let payload = out.len();
+    out.resize(payload + zstd::zstd_safe::compress_bound(raw.len()), 0);
+    match compress_into(raw, level, &mut out[payload..]) {
+        Some(n) if n < raw.len() => out.truncate(payload + n),
+        _ => {
+            out.truncate(payload);
+            out[start + 4] = CODEC_RAW;
+            out.extend_from_slice(raw);
+        }
+    }
 }
 
 thread_local! {
@@ -55,15 +66,16 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-/// `raw` as one zstd frame at `level`, on this thread's context; `None` if zstd fails.
-fn compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+/// `raw` as one zstd frame at `level` into `dest` (at least `compress_bound` long), on this
+/// thread's context: the frame's length, or `None` if zstd fails.
+fn compress_into(raw: &[u8], level: i32, dest: &mut [u8]) -> Option<usize> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
             *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
         let (_, compressor) = slot.as_mut()?;
-        compressor.compress(raw).ok()
+        compressor.compress_to_buffer(raw, dest).ok()
     })
 }
 
@@ -171,6 +183,34 @@ mod tests {
         let again = encode_chunk(&raw, 1);
         assert_eq!(decode_chunk(&again, &key(), &d).unwrap(), raw);
         assert_eq!(encode_chunk(&raw, 3), good);
+    }
+
+    #[test]
+    fn encode_into_appends_after_what_is_there() {
+        let key = key();
+        for raw in [
+            vec![b'z'; 70_000],
+            (0..70_000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            Vec::new(),
+        ] {
+            let mut out = b"prefix".to_vec();
+            encode_chunk_into(&raw, 3, &mut out);
+            assert_eq!(&out[..6], b"prefix");
+            assert_eq!(&out[6..], &encode_chunk(&raw, 3)[..]);
+            assert_eq!(
+                decode_chunk(&out[6..], &key, &key.digest(&raw)).unwrap(),
+                raw
+            );
+        }
+        // Incompressible bytes are kept raw, after the prefix.
+        let noise: Vec<u8> = (0..160u32)
+            .flat_map(|i| key.digest(&i.to_le_bytes()).0)
+            .collect();
+        let mut out = vec![1, 2, 3];
+        encode_chunk_into(&noise, 3, &mut out);
+        assert_eq!(out[3 + 4], CODEC_RAW);
+        assert_eq!(out.len(), 3 + CHUNK_HEADER_LEN + noise.len());
+        assert_eq!(&out[3 + CHUNK_HEADER_LEN..], &noise[..]);
     }
 
     #[test]

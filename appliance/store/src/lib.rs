@@ -138,7 +138,7 @@ pub use catalog::{
     CatalogReader, CatalogWriter, ChunkSource, EncodedChunk, Entry, EntryKind, Extent,
     FinishedCatalog, WindowsMeta, path_cmp, validate_path,
 };
-pub use chunk::{CHUNK_HEADER_LEN, MAX_CHUNK_LEN, decode_chunk, encode_chunk};
+pub use chunk::{CHUNK_HEADER_LEN, MAX_CHUNK_LEN, decode_chunk, encode_chunk, encode_chunk_into};
 pub use chunker::{Chunker, ChunkerParams};
 pub use error::{ChunkDefect, StoreError};
 pub use gc::{GcReport, gc};

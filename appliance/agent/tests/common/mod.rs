@@ -45,8 +45,10 @@ impl Destination for LocalBox {
         Ok(self.store.missing(digests))
     }
 
-    fn put_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), DestinationError> {
-        let frames: Vec<(Digest, &[u8])> = chunks.iter().map(|(d, c)| (*d, &c[..])).collect();
+    fn put_batch(&self, frames: Vec<u8>, count: usize) -> Result<(), DestinationError> {
+        let frames = abri_proto::batch::parse_frames(&frames)
+            .map_err(|e| DestinationError::Other(e.to_string()))?;
+        assert_eq!(frames.len(), count);
         self.store.insert_batch(&frames)?;
         Ok(())
     }
