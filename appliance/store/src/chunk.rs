@@ -47,7 +47,13 @@ pub fn encode_chunk_into(raw: &[u8], level: i32, out: &mut Vec<u8>) {
     let payload = out.len();
     out.resize(payload + zstd::zstd_safe::compress_bound(raw.len()), 0);
     match compress_into(raw, level, &mut out[payload..]) {
-        Some(n) if n < raw.len() => out.truncate(payload + n),
+        Some(n) if n < raw.len() => {
+            out.truncate(payload + n);
+            // Room for the worst case was reserved; a queued chunk should not keep it.
+            if out.capacity() - out.len() > out.len() / 4 {
+                out.shrink_to_fit();
+            }
+        }
         _ => {
             out.truncate(payload);
             out[start + 4] = CODEC_RAW;
