@@ -17,7 +17,7 @@
 //! drains its input without working, so the pipeline winds down without deadlock.
 
 use abri_proto::agent::{CommitSnapshot, SnapshotSummary};
-use abri_proto::batch::{self, BATCH_TARGET_BYTES, MAX_BATCH_CHUNKS};
+use abri_proto::batch::{self, MAX_BATCH_CHUNKS};
 use abri_store::{Digest, EncodedChunk, PackedChunk};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashSet;
@@ -127,9 +127,10 @@ pub struct Ready {
     frame: Vec<u8>,
 }
 
-/// A chunk this large travels alone: batching pays for small chunks (64 KiB image chunks,
-/// small catalog chunks), while a file chunk (512 KiB–8 MiB) is its own batch, with no copy.
-const SMALL_FRAME: usize = 1 << 20;
+/// An upload batch gathers chunks until it holds this much: batching pays for small chunks
+/// (64 KiB image chunks, small catalog chunks), while a file chunk (512 KiB–8 MiB) mostly
+/// goes alone, as its own body with no copy.
+const UPLOAD_BATCH_BYTES: usize = 1 << 20;
 
 impl<D: Destination + ?Sized> Stages<'_, D> {
     /// Batches digests, asks the destination which it lacks, forwards those once.
@@ -210,17 +211,14 @@ impl<D: Destination + ?Sized> Stages<'_, D> {
         }
     }
 
-    /// Uploads chunks in batches (run several of these): a small chunk goes with the small
-    /// ones that queued up while the previous request was out, up to [`BATCH_TARGET_BYTES`];
-    /// a large one goes alone.
+    /// Uploads chunks in batches (run several of these): a chunk goes with those that
+    /// queued up while the previous request was out, up to [`UPLOAD_BATCH_BYTES`]; a chunk
+    /// of that size goes alone.
     pub fn upload(&self, input: Receiver<Ready>) {
         while let Ok(first) = input.recv() {
             let mut bytes = first.frame.len();
             let mut batch = vec![first];
-            while bytes < SMALL_FRAME.max(batch[0].frame.len())
-                && bytes < BATCH_TARGET_BYTES
-                && batch.len() < MAX_BATCH_CHUNKS
-            {
+            while bytes < UPLOAD_BATCH_BYTES && batch.len() < MAX_BATCH_CHUNKS {
                 match input.try_recv() {
                     Ok(c) => {
                         bytes += c.frame.len();

@@ -27,8 +27,7 @@ pub const MAX_BATCH_BYTES: usize = 2 * MAX_CHUNK_LEN;
 pub const MAX_BATCH_CHUNKS: usize = 1024;
 /// Most chunks one fetch may ask for.
 pub const MAX_FETCH_CHUNKS: usize = 256;
-/// What an agent puts in one upload or asks for in one fetch, in encoded bytes (a chunk
-/// larger than this goes alone).
+/// What an agent asks for in one fetch, in raw bytes (a chunk larger than this goes alone).
 pub const BATCH_TARGET_BYTES: usize = 4 << 20;
 
 /// Why a batch body was refused.

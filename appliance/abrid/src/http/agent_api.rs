@@ -181,6 +181,11 @@ fn parse_digest(text: &str) -> AppResult<Digest> {
         .map_err(|_| AppError::Invalid(format!("digest {text:?} is not 64 hexadecimal digits")))
 }
 
+/// A request's digest list, each checked.
+fn parse_digests(texts: &[String]) -> AppResult<Vec<Digest>> {
+    texts.iter().map(|d| parse_digest(d)).collect()
+}
+
 async fn missing(
     State(app): AppState,
     AgentMachine(_m): AgentMachine,
@@ -191,11 +196,7 @@ async fn missing(
             "digests: ask at most {MAX_DIGESTS_PER_QUERY} per request"
         )));
     }
-    let digests = q
-        .digests
-        .iter()
-        .map(|d| parse_digest(d))
-        .collect::<AppResult<Vec<_>>>()?;
+    let digests = parse_digests(&q.digests)?;
     let store = app.store.clone();
     let missing = blocking(move || Ok(store.missing(&digests))).await?;
     Ok(Json(MissingAnswer {
@@ -472,11 +473,7 @@ async fn snapshot_chunks(
             batch::MAX_FETCH_CHUNKS
         )));
     }
-    let digests = q
-        .digests
-        .iter()
-        .map(|d| parse_digest(d))
-        .collect::<AppResult<Vec<_>>>()?;
+    let digests = parse_digests(&q.digests)?;
     let manifest = own_snapshot(&app, &m.id, &id).await?;
     let refs = referenced(&app, &manifest).await?;
     if let Some(d) = digests.iter().find(|d| !refs.contains(d)) {

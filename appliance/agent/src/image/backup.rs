@@ -170,6 +170,17 @@ where
     })
 }
 
+/// The previous image's slots, read alongside, when there is a previous image to use.
+fn previous_slots<S: ChunkSource>(
+    info: Option<ImageInfo>,
+    previous: &mut Option<PreviousImages<S>>,
+) -> Option<PreviousSlots<'_, S>> {
+    match (info, previous.as_mut()) {
+        (Some(info), Some(p)) => Some(PreviousSlots::new(info, &mut p.reader)),
+        _ => None,
+    }
+}
+
 /// Two sources with the same name get `-2`, `-3`… suffixes.
 fn uniquify_names(sources: &mut [OpenedSource]) {
     let mut seen = std::collections::HashSet::new();
@@ -209,7 +220,7 @@ impl Reader<'_> {
         info: ImageInfo,
         map: &Ranges,
         changed: Option<&Ranges>,
-        previous: &mut Option<PreviousImages<S>>,
+        mut prev_slots: Option<PreviousSlots<'_, S>>,
         catalog: &mut CatalogWriter,
         now_ns: i64,
         infos: &mut Vec<ImageInfo>,
@@ -219,15 +230,6 @@ impl Reader<'_> {
         catalog
             .push(&image_dir_entry(&info, now_ns))
             .map_err(store_err)?;
-        let prev_info = previous
-            .as_ref()
-            .and_then(|p| p.images.iter().find(|i| i.name == info.name))
-            .filter(|i| i.size == info.size && i.chunk_size == CHUNK_BYTES)
-            .cloned();
-        let mut prev_slots = match (prev_info, previous.as_mut()) {
-            (Some(pi), Some(p)) => Some(PreviousSlots::new(pi, &mut p.reader)),
-            _ => None,
-        };
         self.counters.set_current(&src.name);
         self.image(src, &info, map, changed, prev_slots.as_mut(), catalog)?;
         self.stats.images += 1;
@@ -269,12 +271,13 @@ impl Reader<'_> {
                     read: "unchanged-file".into(),
                     ..prev.clone()
                 };
+                let prev_slots = previous_slots(prev_info, &mut previous);
                 self.push_image(
                     src,
                     info,
                     &Ranges::all(0),
                     Some(&Ranges::default()),
-                    &mut previous,
+                    prev_slots,
                     &mut catalog,
                     now_ns,
                     &mut infos,
@@ -331,12 +334,13 @@ impl Reader<'_> {
                 read: read.join("+"),
                 file_state,
             };
+            let prev_slots = previous_slots(prev_info, &mut previous);
             self.push_image(
                 src,
                 info,
                 &map,
                 changed.as_ref(),
-                &mut previous,
+                prev_slots,
                 &mut catalog,
                 now_ns,
                 &mut infos,
