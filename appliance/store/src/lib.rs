@@ -123,6 +123,7 @@ pub mod chunk;
 pub mod chunker;
 mod durable;
 pub mod error;
+mod gate;
 pub mod gc;
 pub mod image;
 pub mod key;

@@ -166,7 +166,9 @@ pub fn commit_snapshot(manifest: &SnapshotManifest, store: &ChunkStore) -> Resul
     if path.exists() {
         return Err(exists(manifest, path));
     }
-    check_references(manifest, store)?;
+    // Held until the manifest is visible: a GC waits for a quiet commit.
+    let pass = store.commit_pass();
+    check_references(manifest, store, !pass.quiet())?;
 
     store.sync()?;
     let dir = machine_dir(store, &manifest.machine);
@@ -197,10 +199,11 @@ fn exists(m: &SnapshotManifest, path: PathBuf) -> StoreError {
     }
 }
 
-/// Every chunk a snapshot references, checked to exist and touched; every catalog rule
-/// checked. Touching makes the chunks newer than any GC cutoff taken before this commit,
-/// so a GC that listed the snapshots before the manifest appears still keeps them.
-fn check_references(manifest: &SnapshotManifest, store: &ChunkStore) -> Result<()> {
+/// Every chunk a snapshot references, checked to exist (and touched when `touch`); every
+/// catalog rule checked. Touching makes the chunks newer than any GC cutoff taken before
+/// this commit, so a GC that listed the snapshots before the manifest appears still keeps
+/// them; it is needed only while a GC runs (see [`crate::gate`]).
+fn check_references(manifest: &SnapshotManifest, store: &ChunkStore, touch: bool) -> Result<()> {
     match manifest.kind {
         SnapshotKind::Files if !manifest.images.is_empty() => {
             return Err(StoreError::InvalidCatalog {
@@ -219,7 +222,7 @@ fn check_references(manifest: &SnapshotManifest, store: &ChunkStore) -> Result<(
         SnapshotKind::Files => {}
     }
     for d in &manifest.catalog {
-        if !store.touch_if_present(d)? {
+        if !store.check_present(d, touch)? {
             return Err(StoreError::MissingChunk { digest: *d });
         }
     }
@@ -230,7 +233,7 @@ fn check_references(manifest: &SnapshotManifest, store: &ChunkStore) -> Result<(
             let len = match raw_lens.get(&e.digest) {
                 Some(&l) => l,
                 None => {
-                    if !store.touch_if_present(&e.digest)? {
+                    if !store.check_present(&e.digest, touch)? {
                         return Err(StoreError::MissingChunk { digest: e.digest });
                     }
                     let l = store.raw_len(&e.digest)?;

@@ -39,6 +39,7 @@ use crate::catalog::ChunkSource;
 use crate::chunk::{CHUNK_HEADER_LEN, declared_len, decode_chunk};
 use crate::durable::{ensure_dir, sync_dir, write_new};
 use crate::error::{Result, StoreError};
+use crate::gate::{CommitPass, GcGate, GcPass};
 use crate::key::{ChunkKey, Digest};
 
 /// The store format this code reads and writes.
@@ -63,6 +64,8 @@ pub struct ChunkStore {
     reserve: u64,
     /// Serialises "touch if present" against GC's "remove if old" for any one chunk.
     touch_lock: Mutex<()>,
+    /// Keeps commits and GC runs apart (see [`crate::gate`]).
+    gate: GcGate,
     tmp_counter: AtomicU64,
 }
 
@@ -136,6 +139,7 @@ impl ChunkStore {
             key,
             reserve: DEFAULT_RESERVE,
             touch_lock: Mutex::new(()),
+            gate: GcGate::default(),
             tmp_counter: AtomicU64::new(0),
         };
         store.clean_tmp()?;
@@ -277,7 +281,7 @@ impl ChunkStore {
         let path = self.chunk_path(digest);
         let mut header = [0u8; CHUNK_HEADER_LEN];
         let mut n = 0;
-        let read = fs::File::open(&path).and_then(|mut f| {
+        let read = open_noatime(&path).and_then(|mut f| {
             while n < header.len() {
                 match f.read(&mut header[n..])? {
                     0 => break,
@@ -398,6 +402,30 @@ impl ChunkStore {
         self.touch(&self.chunk_path(digest))
     }
 
+    /// Whether a chunk is present (its file at least a chunk header long), touched first
+    /// when `touch` is set.
+    pub(crate) fn check_present(&self, digest: &Digest, touch: bool) -> Result<bool> {
+        if touch {
+            return self.touch_if_present(digest);
+        }
+        let path = self.chunk_path(digest);
+        match fs::symlink_metadata(&path) {
+            Ok(m) => Ok(m.is_file() && m.len() >= CHUNK_HEADER_LEN as u64),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("cannot stat chunk", &path, e)),
+        }
+    }
+
+    /// Enters a snapshot commit (see [`crate::gate`]).
+    pub(crate) fn commit_pass(&self) -> CommitPass<'_> {
+        self.gate.commit()
+    }
+
+    /// Enters a GC run (see [`crate::gate`]).
+    pub(crate) fn gc_pass(&self) -> GcPass<'_> {
+        self.gate.gc()
+    }
+
     #[cfg(not(unix))]
     fn touch(&self, path: &Path) -> Result<bool> {
         let _guard = self.lock();
@@ -493,6 +521,24 @@ pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Opens a file to read without updating its access time where the kernel allows it (the
+/// owner may): reading a chunk's header must not cost a metadata write.
+fn open_noatime(path: &Path) -> std::io::Result<fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match fs::File::options()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOATIME.bits())
+            .open(path)
+        {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => {}
+            other => return other,
+        }
+    }
+    fs::File::open(path)
 }
 
 #[cfg(test)]

@@ -160,32 +160,77 @@ fn a_manifest_under_the_wrong_name_is_refused() {
     ));
 }
 
-#[test]
-fn commit_touches_every_referenced_chunk() {
-    let (_dir, store) = new_store();
-    let m = prepare(&store, "pc-1", &[("a", &noise(9_000, 7)), ("b", b"b")]);
-    let old = SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
-    let mut paths = vec![];
-    store
-        .walk_chunks(&mut |f| {
-            paths.push(f.path);
-            Ok(())
+/// Every chunk `m` references, with its file's mtime.
+fn referenced_mtimes(store: &ChunkStore, m: &SnapshotManifest) -> Vec<(Digest, SystemTime)> {
+    let mut digests = m.catalog.clone();
+    for entry in CatalogReader::new(store, m.catalog.clone()) {
+        digests.extend(entry.unwrap().extents.iter().map(|e| e.digest));
+    }
+    digests.sort();
+    digests.dedup();
+    digests
+        .into_iter()
+        .map(|d| {
+            let t = fs::metadata(store.chunk_path(&d))
+                .unwrap()
+                .modified()
+                .unwrap();
+            (d, t)
         })
-        .unwrap();
-    for p in &paths {
+        .collect()
+}
+
+fn age_all(store: &ChunkStore, m: &SnapshotManifest, t: SystemTime) {
+    for (d, _) in referenced_mtimes(store, m) {
         fs::File::options()
             .write(true)
-            .open(p)
+            .open(store.chunk_path(&d))
             .unwrap()
-            .set_modified(old)
+            .set_modified(t)
             .unwrap();
     }
-    commit_snapshot(&m, &store).unwrap();
-    for p in &paths {
-        assert!(
-            fs::metadata(p).unwrap().modified().unwrap() > old,
-            "{}",
-            p.display()
-        );
-    }
+}
+
+#[test]
+fn commit_touches_its_chunks_only_while_a_gc_runs() {
+    let old = SystemTime::now() - std::time::Duration::from_secs(7 * 86_400);
+    let (_dir, store) = new_store();
+    let files: &[(&str, &[u8])] = &[("a", &noise(30_000, 7)), ("b", b"small")];
+
+    // No GC: the commit checks the chunks and writes no metadata.
+    let quiet = prepare(&store, "pc-1", files);
+    age_all(&store, &quiet, old);
+    commit_snapshot(&quiet, &store).unwrap();
+    let after = referenced_mtimes(&store, &quiet);
+    assert!(after.len() > 2);
+    assert!(
+        after.iter().all(|(_, t)| *t == old),
+        "quiet commit touched: {after:?}"
+    );
+
+    // A GC is running: every referenced chunk becomes newer than its cutoff.
+    let during = prepare(&store, "pc-2", files);
+    age_all(&store, &during, old);
+    let gc = store.gc_pass();
+    commit_snapshot(&during, &store).unwrap();
+    drop(gc);
+    let after = referenced_mtimes(&store, &during);
+    assert!(
+        after.iter().all(|(_, t)| *t > old),
+        "commit during GC left chunks old"
+    );
+}
+
+#[test]
+fn quiet_commit_refuses_an_empty_chunk_file() {
+    let (_dir, store) = new_store();
+    let m = prepare(&store, "pc-1", &[("a", &noise(10_000, 3))]);
+    let entries: Vec<Entry> = CatalogReader::new(&store, m.catalog.clone())
+        .collect::<Result<_>>()
+        .unwrap();
+    let victim = entries[0].extents[0].digest;
+    fs::write(store.chunk_path(&victim), b"").unwrap();
+    let err = commit_snapshot(&m, &store).unwrap_err();
+    assert!(matches!(err, StoreError::MissingChunk { digest } if digest == victim));
+    assert!(list_snapshots(&store, "pc-1").unwrap().is_empty());
 }
