@@ -91,6 +91,7 @@ where
         abort: &abort,
         counters,
         stats: &upload_stats,
+        level: ZSTD_LEVEL,
     };
     let (to_query, query_in) = bounded::<Outgoing>(4);
     let (to_compress, compress_in) = bounded::<Outgoing>(workers);

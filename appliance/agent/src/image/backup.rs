@@ -23,7 +23,9 @@ use super::ranges::Ranges;
 use super::source::{self, OpenedSource, Selection};
 use crate::backup::{BackupError, BackupReport, UPLOADERS};
 use crate::progress::Counters;
-use crate::upload::{Abort, Destination, Outgoing, Stages, UploadStats, ZSTD_LEVEL};
+use crate::upload::{
+    Abort, Destination, IMAGE_ZSTD_LEVEL, Outgoing, Stages, UploadStats, ZSTD_LEVEL,
+};
 
 /// Slots read with one request (1 MiB at 64 KiB chunks).
 const READ_BATCH: u64 = 16;
@@ -95,11 +97,14 @@ where
         abort: &abort,
         counters,
         stats: &upload_stats,
+        level: IMAGE_ZSTD_LEVEL,
     };
     // Image chunks are small (64 KiB): room for a few batches' worth waiting between the
-    // stages, so queries and uploads go many chunks to a request (8 MiB per queue at most).
+    // stages, so queries and uploads go many chunks to a request (8 MiB per queue at most),
+    // and the compressors have work while a missing-query is out (with only a few chunks
+    // queued for them, they idled for a fifth of the image bench's first backup).
     let (to_query, query_in) = bounded::<Outgoing>(QUEUED_CHUNKS);
-    let (to_compress, compress_in) = bounded::<Outgoing>(2 * workers);
+    let (to_compress, compress_in) = bounded::<Outgoing>(QUEUED_CHUNKS);
     let (to_upload, upload_in) = bounded(QUEUED_CHUNKS);
     let use_previous = !job.spec.full;
     let read_result = std::thread::scope(|s| {
