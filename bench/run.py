@@ -63,6 +63,7 @@ AGENT = RELEASE / "abri-agent"
 PROVISION = RELEASE / "abri-provision"
 TIME = "/usr/bin/time"
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 STEPS = [
     ("first", "first backup"),
     ("unchanged", "unchanged re-run"),
@@ -471,8 +472,12 @@ class Tool:
     name = ""
     client = ""
 
-    def __init__(self, work: Path, data: Path, logs: Path):
+    def __init__(self, work: Path, data: Path, logs: Path, box: Path | None = None):
         self.work = work
+        # Where the repository lives: the box's data file system (see BoxDataFs), or the
+        # tool's work directory when there is none.
+        self.box = box or work
+        self.box.mkdir(parents=True, exist_ok=True)
         self.data = data
         self.logs = logs
         self.commands: list[str] = []
@@ -490,9 +495,9 @@ class Restic(Tool):
     name = "restic"
     client = "restic"
 
-    def __init__(self, *a):
-        super().__init__(*a)
-        self.env = dict(os.environ, RESTIC_REPOSITORY=str(self.work / "repo"),
+    def __init__(self, *a, box: Path | None = None):
+        super().__init__(*a, box=box)
+        self.env = dict(os.environ, RESTIC_REPOSITORY=str(self.box / "repo"),
                         RESTIC_PASSWORD_FILE=str(self.work / "password"),
                         RESTIC_CACHE_DIR=str(self.work / "cache"))
         self.commands = [
@@ -502,7 +507,7 @@ class Restic(Tool):
         ]
 
     def repo(self) -> Path:
-        return self.work / "repo"
+        return self.box / "repo"
 
     def setup(self) -> None:
         (self.work / "password").write_text(RESTIC_PASSWORD + "\n")
@@ -521,10 +526,10 @@ class Borg(Tool):
     name = "borg"
     client = "borg"
 
-    def __init__(self, *a, encryption: str = "repokey-blake2"):
-        super().__init__(*a)
+    def __init__(self, *a, encryption: str = "repokey-blake2", box: Path | None = None):
+        super().__init__(*a, box=box)
         self.encryption = encryption
-        self.env = dict(os.environ, BORG_REPO=str(self.work / "repo"),
+        self.env = dict(os.environ, BORG_REPO=str(self.box / "repo"),
                         BORG_PASSPHRASE=BORG_PASSPHRASE, BORG_BASE_DIR=str(self.work / "home"),
                         BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
                         BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
@@ -537,7 +542,7 @@ class Borg(Tool):
         self.extract_args: list[str] = []
 
     def repo(self) -> Path:
-        return self.work / "repo"
+        return self.box / "repo"
 
     def setup(self) -> None:
         run_quiet(["borg", "init", "-e", self.encryption], env=self.env)
@@ -553,6 +558,67 @@ class Borg(Tool):
                             env=self.env, cwd=target)
 
 
+BOX_MKFS = ["mkfs.ext4", "-q", "-F", "-L", "data", "-b", "4096", "-O", "meta_bg,^resize_inode"]
+
+
+class BoxDataFs:
+    """The repositories' file system: ext4 made as the box makes its data partition
+    (board/common/rootfs-overlay/usr/libexec/abri/data-format: BOX_MKFS, with a journal), in
+    a sparse file on the scratch disk, on a loop device with direct I/O (no second page
+    cache). Every tool's repository lives there, so each writes to the file system the box
+    would hold them on, whatever the scratch disk's own file system is (an ext4 without a
+    journal, for one, checks every inode it hands out against recent deletions, which costs
+    a store of many files seconds per backup)."""
+
+    def __init__(self, scratch: Path, size: int):
+        self.file = scratch / "box-data.ext4"
+        self.mnt = scratch / "box"
+        self.loop = ""
+        with open(self.file, "wb") as f:
+            f.truncate(size)
+        run_quiet([*BOX_MKFS, str(self.file)])
+        self.loop = subprocess.run(["losetup", "--find", "--show", "--direct-io=on",
+                                    str(self.file)], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        self.mnt.mkdir()
+        run_quiet(["mount", self.loop, str(self.mnt)])
+        self.describe = (f"ext4 as the box formats its data partition ({' '.join(BOX_MKFS[1:])}), "
+                         f"{size / GIB:.0f} GiB sparse file on the scratch disk, loop device "
+                         "with direct I/O")
+
+    @staticmethod
+    def possible() -> str:
+        """Why the repositories cannot get their own file system here, or ''."""
+        if os.geteuid() != 0:
+            return "not root (loop devices and mount need it)"
+        for tool in ("losetup", "mount", "umount", "mkfs.ext4"):
+            if shutil.which(tool) is None:
+                return f"{tool} is missing"
+        if not Path("/dev/loop-control").exists():
+            return "no /dev/loop-control"
+        return ""
+
+    @staticmethod
+    def clear_stale(scratch: Path) -> None:
+        """Unmounts and detaches what a killed earlier run left."""
+        mnt = scratch / "box"
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", str(mnt)], check=False)
+        img = scratch / "box-data.ext4"
+        if img.exists():
+            out = subprocess.run(["losetup", "-j", str(img)], capture_output=True,
+                                 text=True).stdout
+            for line in out.splitlines():
+                subprocess.run(["losetup", "-d", line.split(":", 1)[0]], check=False)
+
+    def close(self) -> None:
+        if os.path.ismount(self.mnt):
+            subprocess.run(["umount", str(self.mnt)], check=False)
+        if self.loop:
+            subprocess.run(["losetup", "-d", self.loop], check=False)
+            self.loop = ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -563,10 +629,10 @@ class Abri(Tool):
     name = "abri"
     client = "abri-agent"
 
-    def __init__(self, *a, plan: str = "files"):
-        super().__init__(*a)
+    def __init__(self, *a, plan: str = "files", box: Path | None = None):
+        super().__init__(*a, box=box)
         self.plan = plan
-        self.state = self.work / "state"
+        self.state = self.box / "state"
         self.config = self.work / "agent.toml"
         self.https = free_port()
         self.http = free_port()
@@ -802,6 +868,9 @@ def render(ctx: dict) -> str:
     L.append("")
     L.append(f"- machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['mem'] / 2**30:.1f} GiB RAM, "
              f"scratch disk {mi['disk']}, kernel {mi['kernel']}")
+    if mi.get("repo_fs"):
+        L.append(f"- repositories (Abri's box state, restic's and borg's repositories): on "
+                 f"{mi['repo_fs']}; data, restores and client caches on the scratch disk")
     L.append(f"- load average (1 min) at start {ctx['load_start']}, at end {ctx['load_end']}"
              " (other work on the machine shares its CPUs; the load at the start of each step "
              "is in the table)")
@@ -1247,17 +1316,18 @@ def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
     for t in tools:
         w = work / t
         w.mkdir()
+        box = args.box_root / "image" / t if args.box_root else None
         if t == "abri":
-            objs[t] = Abri(w, img, logs, plan="image")
+            objs[t] = Abri(w, img, logs, plan="image", box=box)
         elif t == "restic":
-            objs[t] = Restic(w, img, logs)
+            objs[t] = Restic(w, img, logs, box=box)
             objs[t].commands = [
                 "restic init --repository-version 2   # compression: auto (restic's default)",
                 "restic backup --host bench IMAGE",
                 "restic restore latest --target RESTORE   # 0.14 has no sparse restore",
             ]
         else:
-            b = Borg(w, img, logs, encryption=args.borg_encryption)
+            b = Borg(w, img, logs, encryption=args.borg_encryption, box=box)
             b.extract_args = ["--sparse"]
             b.commands = [
                 f"borg init -e {args.borg_encryption}   # BORG_PASSPHRASE in the environment",
@@ -1374,12 +1444,15 @@ def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
         o.stop()
     ctx["date"] = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     ctx["machine"] = machine_info(scratch)
+    ctx["machine"]["repo_fs"] = args.repo_fs_note
     ctx["versions"] = versions()
     ctx["load_start"] = load_start
     ctx["load_end"] = Path("/proc/loadavg").read_text().split()[0]
     section = render_image(ctx)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+        if args.box_root:
+            shutil.rmtree(args.box_root / "image", ignore_errors=True)
     failed = [f"image {t} {s}" for t in tools for s, _ in IMAGE_STEPS
               if s not in results[t] or not results[t][s].ok]
     if "abri" in objs and not args.no_nbd:
@@ -1508,6 +1581,9 @@ def render_image(ctx: dict) -> str:
     L.append("")
     L.append(f"- machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['mem'] / 2**30:.1f} GiB RAM, "
              f"scratch disk {mi['disk']}, kernel {mi['kernel']}")
+    if mi.get("repo_fs"):
+        L.append(f"- repositories (Abri's box state, restic's and borg's repositories): on "
+                 f"{mi['repo_fs']}; data, restores and client caches on the scratch disk")
     L.append(f"- load average (1 min) at start {ctx['load_start']}, at end {ctx['load_end']}"
              " (other work on the machine shares its CPUs; the load at the start of each step "
              "is in the table)")
@@ -1546,7 +1622,7 @@ def render_image(ctx: dict) -> str:
     L.append("- page cache: warm (the image was just written); every tool reads the same file "
              "in the same state; `sync` before every step")
     L.append("- compression: restic `auto` (zstd); borg `zstd,3` with its default chunker "
-             "(buzhash, ~2 MiB chunks); Abri zstd level 3 on fixed "
+             "(buzhash, ~2 MiB chunks); Abri zstd level 1 (`IMAGE_ZSTD_LEVEL`) on fixed "
              f"{chunk // 1024} KiB chunks")
     L.append(f"- encryption: restic AES-256/Poly1305; borg `{ctx['borg_enc']}`; Abri HTTPS on "
              "loopback, keyed BLAKE3 chunk digests")
@@ -1756,8 +1832,9 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
     for t in tools:
         w = scratch / t
         w.mkdir()
-        objs[t] = (Borg(w, data, logs, encryption=args.borg_encryption) if t == "borg"
-                   else classes[t](w, data, logs))
+        box = args.box_root / "files" / t if args.box_root else None
+        objs[t] = (Borg(w, data, logs, encryption=args.borg_encryption, box=box)
+                   if t == "borg" else classes[t](w, data, logs, box=box))
     results: dict[str, dict[str, Measure]] = {t: {} for t in tools}
     ctx = {"results": results, "tools": tools, "size_gb": args.size_gb, "seed": args.seed,
            "sources": [str(s) for s in sources], "data_stats": ds, "argv": argv,
@@ -1814,6 +1891,7 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
 
     ctx["date"] = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     ctx["machine"] = machine_info(scratch)
+    ctx["machine"]["repo_fs"] = args.repo_fs_note
     ctx["versions"] = versions()
     ctx["load_start"] = load_start
     ctx["load_end"] = Path("/proc/loadavg").read_text().split()[0]
@@ -1821,6 +1899,8 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
     if not args.keep:
         for d in ["data", "restore", *tools]:
             shutil.rmtree(scratch / d, ignore_errors=True)
+        if args.box_root:
+            shutil.rmtree(args.box_root / "files", ignore_errors=True)
         log(f"removed the file scenario's data and repositories; logs stay in {logs}")
     failed = [f"files {t} {s}" for t in tools for s, _ in STEPS
               if s not in results[t] or not results[t][s].ok]
@@ -1878,6 +1958,10 @@ def main() -> int:
     ap.add_argument("--verify", choices=("auto", "full", "sample"), default="auto",
                     help="file scenario: content check of restores: all files, a sample, or "
                          "auto (all when the data is under 1 GB)")
+    ap.add_argument("--repo-fs", choices=("auto", "box", "scratch"), default="auto",
+                    help="where the repositories live: `box`, an ext4 made as the box makes "
+                         "its data partition, on a loop device; `scratch`, the scratch "
+                         "directory; `auto` (default), box when possible (root, loop devices)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binaries")
     ap.add_argument("--keep", action="store_true",
                     help="keep data, repositories and restores (logs are always kept)")
@@ -1901,6 +1985,9 @@ def main() -> int:
     if scratch == Path("/") or str(scratch) in ("/var/tmp", "/tmp", str(Path.home())):
         ap.error("--scratch must be a directory of its own (it is wiped)")
     scenarios = ["files", "image"] if args.scenario == "all" else [args.scenario]
+    args.box_root = None
+    args.repo_fs_note = ""
+    boxfs: BoxDataFs | None = None
 
     try:
         ensure_tools("image" in scenarios)
@@ -1919,11 +2006,25 @@ def main() -> int:
                 raise BenchError(f"{scratch} is not empty and was not made by this script "
                                  "(no .abri-bench marker): give another --scratch")
             log(f"clearing {scratch}")
+            BoxDataFs.clear_stale(scratch)
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True, exist_ok=True)
         marker.write_text("scratch directory of bench/run.py; wiped at every run\n")
         logs = scratch / "logs"
         logs.mkdir(parents=True)
+        why_not = BoxDataFs.possible() if args.repo_fs != "scratch" else "--repo-fs scratch"
+        if args.repo_fs == "box" and why_not:
+            raise BenchError(f"--repo-fs box: {why_not}")
+        if not why_not:
+            # Room for every tool's repositories of both scenarios, with a margin.
+            need = 4 * (args.size_gb * 1e9 + args.image_size_gb * GIB)
+            boxfs = BoxDataFs(scratch, max(4 * GIB, int(need) // GIB * GIB))
+            args.box_root = boxfs.mnt
+            args.repo_fs_note = boxfs.describe
+            log(f"repositories on {boxfs.loop} at {boxfs.mnt}: {boxfs.describe}")
+        else:
+            args.repo_fs_note = f"the scratch directory (no file system of their own: {why_not})"
+            log(f"repositories in the scratch directory: {why_not}")
 
         failed: list[str] = []
         for sc in scenarios:
@@ -1947,6 +2048,8 @@ def main() -> int:
         return 1
     finally:
         end_all()
+        if boxfs is not None:
+            boxfs.close()
 
 
 if __name__ == "__main__":
