@@ -416,6 +416,42 @@ impl ChunkStore {
         }
     }
 
+    /// The raw length of a present chunk (touched first when `touch`), or None when it is
+    /// absent or shorter than a chunk header (see [`Self::touch_if_present`]). Without
+    /// `touch`, one open and one read of the header: no metadata write.
+    pub(crate) fn present_len(&self, digest: &Digest, touch: bool) -> Result<Option<u32>> {
+        if touch {
+            if !self.touch_if_present(digest)? {
+                return Ok(None);
+            }
+            return self.raw_len(digest).map(Some);
+        }
+        let path = self.chunk_path(digest);
+        let mut header = [0u8; CHUNK_HEADER_LEN];
+        let mut n = 0;
+        let read = open_noatime(&path).and_then(|mut f| {
+            while n < header.len() {
+                match f.read(&mut header[n..])? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) if n < CHUNK_HEADER_LEN => Ok(None),
+            Ok(()) => declared_len(&header)
+                .map(|(_, len)| Some(len))
+                .map_err(|defect| StoreError::CorruptChunk {
+                    digest: *digest,
+                    path,
+                    defect,
+                }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("cannot read chunk", &path, e)),
+        }
+    }
+
     /// Enters a snapshot commit (see [`crate::gate`]).
     pub(crate) fn commit_pass(&self) -> CommitPass<'_> {
         self.gate.commit()

@@ -121,10 +121,42 @@ fn commit_refuses_an_extent_past_its_chunk() {
         store.insert_encoded(&c.digest, &c.bytes).unwrap();
     }
     m.catalog = cat.digests;
-    assert!(matches!(
-        commit_snapshot(&m, &store),
-        Err(StoreError::InvalidCatalog { .. })
-    ));
+    match commit_snapshot(&m, &store) {
+        Err(StoreError::InvalidCatalog { reason }) => {
+            assert!(reason.contains("\"a\"") && reason.contains("past the end"), "{reason}");
+        }
+        other => panic!("expected InvalidCatalog, got {other:?}"),
+    }
+    assert!(list_snapshots(&store, "pc-1").unwrap().is_empty());
+}
+
+/// A commit with more chunks than one checker thread takes: every one is checked.
+#[test]
+fn commit_checks_every_chunk_of_a_large_snapshot() {
+    let (_dir, store) = new_store();
+    let files: Vec<(String, Vec<u8>)> = (0..2500)
+        .map(|i| (format!("f{i:04}"), noise(700, i)))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    let m = prepare(&store, "pc-1", &refs);
+    let mut digests: Vec<Digest> = CatalogReader::new(&store, m.catalog.clone())
+        .flat_map(|e| e.unwrap().extents.into_iter().map(|x| x.digest))
+        .collect();
+    digests.sort();
+    digests.dedup();
+    assert!(digests.len() > 4 * 256, "{} chunks", digests.len());
+    // The last chunk in digest order: found by whichever thread checks it.
+    let victim = *digests.last().unwrap();
+    let saved = fs::read(store.chunk_path(&victim)).unwrap();
+    fs::remove_file(store.chunk_path(&victim)).unwrap();
+    let err = commit_snapshot(&m, &store).unwrap_err();
+    assert!(matches!(err, StoreError::MissingChunk { digest } if digest == victim), "{err}");
+    assert!(list_snapshots(&store, "pc-1").unwrap().is_empty());
+    fs::write(store.chunk_path(&victim), saved).unwrap();
+    commit_snapshot(&m, &store).unwrap();
 }
 
 #[test]
