@@ -2,7 +2,7 @@
 //! backed up as fixed, aligned chunks into the same store as files (see
 //! `abri_store::image` for the catalog layout).
 //!
-//! One engine on every system (`backup`, `layout`, `ranges`, `restore`); the sources
+//! One engine on every system (`backup`, `layout`, `ranges`, `restore`, `writeout`); the sources
 //! differ: block devices, LVM and NBD on Unix, volumes and disks through VSS on Windows
 //! (`windows`, whose pure parts, `aligned`, `composite` and `winioctl`, build everywhere so
 //! their units run on Linux too).
@@ -24,3 +24,4 @@ pub mod source;
 #[cfg(windows)]
 pub mod windows;
 pub mod winioctl;
+pub mod writeout;

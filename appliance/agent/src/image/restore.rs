@@ -5,7 +5,9 @@
 //! image; an existing file is replaced only with `--overwrite`. Every chunk is verified
 //! (digest) as it arrives. A file target is created sparse (holes are never written; on
 //! Windows the file is first marked sparse with FSCTL_SET_SPARSE); on a device, holes are
-//! zeroed with BLKZEROOUT so no old data shows through. The Windows agent restores to
+//! zeroed with BLKZEROOUT so no old data shows through. Runs of consecutive chunks are
+//! written with `O_DIRECT` where the target allows it (`writeout`), and the target is
+//! fsynced before the restore reports success. The Windows agent restores to
 //! files only: a disk is written from the file with a disk tool (docs/windows.md).
 
 use abri_proto::batch;
@@ -19,7 +21,7 @@ use std::sync::atomic::Ordering;
 #[cfg(unix)]
 use super::devices;
 use super::ranges::Ranges;
-use super::source::write_all_at;
+use super::writeout::{RunWriter, Target};
 use crate::progress::Counters;
 
 /// Batches fetched and written in parallel.
@@ -158,6 +160,7 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
     info.validate()
         .map_err(|e| ImageRestoreError::Failed(e.to_string()))?;
     let (file, device) = open_target(info, opts)?;
+    let target = Target::new(file, &opts.target);
     let mut report = ImageRestoreReport {
         image: info.name.clone(),
         size: info.size,
@@ -186,7 +189,7 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
                 .iter()
                 .map(|e| base + e.file_offset..base + e.file_offset + u64::from(e.len)),
         );
-        write_segment(source, &file, base, &entry.extents, counters, &error)?;
+        write_segment(source, &target, base, &entry.extents, counters, &error)?;
         report.chunks += entry.extents.len() as u64;
         counters
             .bytes_scanned
@@ -198,12 +201,14 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
     #[cfg(unix)]
     if device {
         for r in holes.as_slice() {
-            devices::zero_range(&file, r.start, r.end - r.start).map_err(|e| {
+            devices::zero_range(target.file(), r.start, r.end - r.start).map_err(|e| {
                 ImageRestoreError::Failed(format!("cannot zero {}..{}: {e}", r.start, r.end))
             })?;
         }
     }
-    file.sync_all()
+    target
+        .file()
+        .sync_all()
         .map_err(|e| ImageRestoreError::Failed(format!("{}: {e}", opts.target.display())))?;
     Ok(report)
 }
@@ -212,7 +217,7 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
 /// for a batch of consecutive extents' chunks at a time (one round trip per batch).
 fn write_segment<S: ChunkSource + Sync>(
     source: &S,
-    file: &File,
+    target: &Target,
     base: u64,
     extents: &[Extent],
     counters: &Counters,
@@ -221,19 +226,20 @@ fn write_segment<S: ChunkSource + Sync>(
     let (tx, rx) = bounded::<&[Extent]>(WORKERS * 2);
     // Buffered writes to one file serialize on its inode lock, and the kernel spins for it:
     // 8 threads writing at once spent a quarter of a restore's CPU spinning. The workers
-    // fetch and verify in parallel and take turns to write a whole batch.
+    // fetch and verify in parallel and take turns to write (see `writeout`).
     let write_turn = Mutex::new(());
     std::thread::scope(|s| {
         for _ in 0..WORKERS {
             let rx = rx.clone();
             let write_turn = &write_turn;
             s.spawn(move || {
+                let mut run = RunWriter::new(target, write_turn);
                 for batch in rx {
                     let failed = error.lock().map(|e| e.is_some()).unwrap_or(true);
                     if failed || counters.is_cancelled() {
                         continue;
                     }
-                    let result = write_batch(source, file, base, batch, counters, write_turn);
+                    let result = write_batch(source, &mut run, base, batch, counters);
                     if let Err(msg) = result
                         && let Ok(mut slot) = error.lock()
                         && slot.is_none()
@@ -283,11 +289,10 @@ fn batches(extents: &[Extent]) -> impl Iterator<Item = &[Extent]> {
 /// Fetches the distinct chunks of `batch` in one call and writes every extent.
 fn write_batch<S: ChunkSource>(
     source: &S,
-    file: &File,
+    run: &mut RunWriter<'_>,
     base: u64,
     batch: &[Extent],
     counters: &Counters,
-    write_turn: &Mutex<()>,
 ) -> Result<(), String> {
     let mut wanted: Vec<Digest> = batch.iter().map(|e| e.digest).collect();
     wanted.sort_unstable_by_key(|d| d.0);
@@ -298,8 +303,6 @@ fn write_batch<S: ChunkSource>(
             wanted.first().map(Digest::to_hex).unwrap_or_default()
         )
     })?;
-    // The guarded value is (): a panic elsewhere cannot leave it inconsistent.
-    let _turn = write_turn.lock().unwrap_or_else(|p| p.into_inner());
     for e in batch {
         let data = wanted
             .binary_search_by_key(&e.digest.0, |d| d.0)
@@ -309,13 +312,13 @@ fn write_batch<S: ChunkSource>(
         let bytes = data
             .get(e.chunk_offset as usize..(e.chunk_offset + e.len) as usize)
             .ok_or_else(|| format!("chunk {} is too short", e.digest))?;
-        write_all_at(file, bytes, base + e.file_offset)
+        run.push(base + e.file_offset, bytes)
             .map_err(|err| format!("write at {}: {err}", base + e.file_offset))?;
         counters
             .bytes_read
             .fetch_add(u64::from(e.len), Ordering::Relaxed);
     }
-    Ok(())
+    run.flush().map_err(|err| format!("write: {err}"))
 }
 
 /// Whether `path` names a block device (for the CLI's wording).
