@@ -474,7 +474,7 @@ class Tool:
 
     def __init__(self, work: Path, data: Path, logs: Path, box: Path | None = None):
         self.work = work
-        # Where the repository lives: the box's data file system (see BoxDataFs), or the
+        # Where the repository lives: the box's data file system (see LoopFs), or the
         # tool's work directory when there is none.
         self.box = box or work
         self.box.mkdir(parents=True, exist_ok=True)
@@ -559,36 +559,41 @@ class Borg(Tool):
 
 
 BOX_MKFS = ["mkfs.ext4", "-q", "-F", "-L", "data", "-b", "4096", "-O", "meta_bg,^resize_inode"]
+# A protected machine's disk as Debian's installer makes it: ext4 with mke2fs's defaults.
+CLIENT_MKFS = ["mkfs.ext4", "-q", "-F", "-L", "client"]
 
 
-class BoxDataFs:
-    """The repositories' file system: ext4 made as the box makes its data partition
-    (board/common/rootfs-overlay/usr/libexec/abri/data-format: BOX_MKFS, with a journal), in
-    a sparse file on the scratch disk, on a loop device with direct I/O (no second page
-    cache). Every tool's repository lives there, so each writes to the file system the box
-    would hold them on, whatever the scratch disk's own file system is (an ext4 without a
-    journal, for one, checks every inode it hands out against recent deletions, which costs
-    a store of many files seconds per backup)."""
+class LoopFs:
+    """An ext4 file system in a sparse file on the scratch disk, on a loop device with
+    direct I/O (no second page cache), mounted at SCRATCH/NAME.
 
-    def __init__(self, scratch: Path, size: int):
-        self.file = scratch / "box-data.ext4"
-        self.mnt = scratch / "box"
+    Two of them: `box`, made as the box makes its data partition
+    (board/common/rootfs-overlay/usr/libexec/abri/data-format: BOX_MKFS, with a journal),
+    holds every tool's repository; `client`, made as Debian makes a disk (CLIENT_MKFS),
+    holds every tool's restores. So each writes to the kind of file system it would in use,
+    whatever the scratch disk's own file system is: an ext4 without a journal, for one,
+    checks every inode it hands out against recent deletions, which costs a store of many
+    files, and a restore of many files, seconds."""
+
+    def __init__(self, scratch: Path, name: str, mkfs: list[str], size: int):
+        self.file = scratch / f"{name}.ext4"
+        self.mnt = scratch / name
         self.loop = ""
         with open(self.file, "wb") as f:
             f.truncate(size)
-        run_quiet([*BOX_MKFS, str(self.file)])
+        run_quiet([*mkfs, str(self.file)])
         self.loop = subprocess.run(["losetup", "--find", "--show", "--direct-io=on",
                                     str(self.file)], capture_output=True, text=True,
                                    check=True).stdout.strip()
         self.mnt.mkdir()
         run_quiet(["mount", self.loop, str(self.mnt)])
-        self.describe = (f"ext4 as the box formats its data partition ({' '.join(BOX_MKFS[1:])}), "
-                         f"{size / GIB:.0f} GiB sparse file on the scratch disk, loop device "
-                         "with direct I/O")
+        opts = " ".join(a for a in mkfs[1:] if a not in ("-q", "-F"))
+        self.describe = (f"ext4 (`mkfs.ext4 {opts}`), {size / GIB:.0f} GiB sparse file on the "
+                         "scratch disk, loop device with direct I/O")
 
     @staticmethod
     def possible() -> str:
-        """Why the repositories cannot get their own file system here, or ''."""
+        """Why the tools cannot get file systems of their own here, or ''."""
         if os.geteuid() != 0:
             return "not root (loop devices and mount need it)"
         for tool in ("losetup", "mount", "umount", "mkfs.ext4"):
@@ -601,15 +606,16 @@ class BoxDataFs:
     @staticmethod
     def clear_stale(scratch: Path) -> None:
         """Unmounts and detaches what a killed earlier run left."""
-        mnt = scratch / "box"
-        if os.path.ismount(mnt):
-            subprocess.run(["umount", str(mnt)], check=False)
-        img = scratch / "box-data.ext4"
-        if img.exists():
-            out = subprocess.run(["losetup", "-j", str(img)], capture_output=True,
-                                 text=True).stdout
-            for line in out.splitlines():
-                subprocess.run(["losetup", "-d", line.split(":", 1)[0]], check=False)
+        for name in ("box", "client"):
+            mnt = scratch / name
+            if os.path.ismount(mnt):
+                subprocess.run(["umount", str(mnt)], check=False)
+            img = scratch / f"{name}.ext4"
+            if img.exists():
+                out = subprocess.run(["losetup", "-j", str(img)], capture_output=True,
+                                     text=True).stdout
+                for line in out.splitlines():
+                    subprocess.run(["losetup", "-d", line.split(":", 1)[0]], check=False)
 
     def close(self) -> None:
         if os.path.ismount(self.mnt):
@@ -870,7 +876,8 @@ def render(ctx: dict) -> str:
              f"scratch disk {mi['disk']}, kernel {mi['kernel']}")
     if mi.get("repo_fs"):
         L.append(f"- repositories (Abri's box state, restic's and borg's repositories): on "
-                 f"{mi['repo_fs']}; data, restores and client caches on the scratch disk")
+                 f"{mi['repo_fs']}; restores: on {mi['client_fs']}; data and client "
+                 "caches on the scratch disk")
     L.append(f"- load average (1 min) at start {ctx['load_start']}, at end {ctx['load_end']}"
              " (other work on the machine shares its CPUs; the load at the start of each step "
              "is in the table)")
@@ -1395,7 +1402,7 @@ def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
     ctx["free_after"] = info
     for t in tools:
         o = objs[t]
-        target = work / "restore" / t
+        target = (args.client_root / "image" if args.client_root else work / "restore") / t
         target.mkdir(parents=True)
         if t == "abri":
             out = target / "disk.img"
@@ -1445,6 +1452,7 @@ def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
     ctx["date"] = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     ctx["machine"] = machine_info(scratch)
     ctx["machine"]["repo_fs"] = args.repo_fs_note
+    ctx["machine"]["client_fs"] = args.client_fs_note
     ctx["versions"] = versions()
     ctx["load_start"] = load_start
     ctx["load_end"] = Path("/proc/loadavg").read_text().split()[0]
@@ -1583,7 +1591,8 @@ def render_image(ctx: dict) -> str:
              f"scratch disk {mi['disk']}, kernel {mi['kernel']}")
     if mi.get("repo_fs"):
         L.append(f"- repositories (Abri's box state, restic's and borg's repositories): on "
-                 f"{mi['repo_fs']}; data, restores and client caches on the scratch disk")
+                 f"{mi['repo_fs']}; restores: on {mi['client_fs']}; data and client "
+                 "caches on the scratch disk")
     L.append(f"- load average (1 min) at start {ctx['load_start']}, at end {ctx['load_end']}"
              " (other work on the machine shares its CPUs; the load at the start of each step "
              "is in the table)")
@@ -1869,7 +1878,7 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
         measure_backup(t, "changed", after.bytes)
     for t in tools:
         o = objs[t]
-        target = scratch / "restore" / t
+        target = (args.client_root / "files" if args.client_root else scratch / "restore") / t
         target.mkdir(parents=True)
         m = measured(o, "full restore", lambda: o.restore(target))
         if m.ok:
@@ -1892,6 +1901,7 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
     ctx["date"] = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     ctx["machine"] = machine_info(scratch)
     ctx["machine"]["repo_fs"] = args.repo_fs_note
+    ctx["machine"]["client_fs"] = args.client_fs_note
     ctx["versions"] = versions()
     ctx["load_start"] = load_start
     ctx["load_end"] = Path("/proc/loadavg").read_text().split()[0]
@@ -1986,8 +1996,9 @@ def main() -> int:
         ap.error("--scratch must be a directory of its own (it is wiped)")
     scenarios = ["files", "image"] if args.scenario == "all" else [args.scenario]
     args.box_root = None
-    args.repo_fs_note = ""
-    boxfs: BoxDataFs | None = None
+    args.client_root = None
+    args.repo_fs_note = args.client_fs_note = ""
+    loopfs: list[LoopFs] = []
 
     try:
         ensure_tools("image" in scenarios)
@@ -2006,25 +2017,30 @@ def main() -> int:
                 raise BenchError(f"{scratch} is not empty and was not made by this script "
                                  "(no .abri-bench marker): give another --scratch")
             log(f"clearing {scratch}")
-            BoxDataFs.clear_stale(scratch)
+            LoopFs.clear_stale(scratch)
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True, exist_ok=True)
         marker.write_text("scratch directory of bench/run.py; wiped at every run\n")
         logs = scratch / "logs"
         logs.mkdir(parents=True)
-        why_not = BoxDataFs.possible() if args.repo_fs != "scratch" else "--repo-fs scratch"
+        why_not = LoopFs.possible() if args.repo_fs != "scratch" else "--repo-fs scratch"
         if args.repo_fs == "box" and why_not:
             raise BenchError(f"--repo-fs box: {why_not}")
         if not why_not:
-            # Room for every tool's repositories of both scenarios, with a margin.
-            need = 4 * (args.size_gb * 1e9 + args.image_size_gb * GIB)
-            boxfs = BoxDataFs(scratch, max(4 * GIB, int(need) // GIB * GIB))
-            args.box_root = boxfs.mnt
-            args.repo_fs_note = boxfs.describe
-            log(f"repositories on {boxfs.loop} at {boxfs.mnt}: {boxfs.describe}")
+            # Room for every tool's repositories (restores) of both scenarios, with a margin.
+            need = max(4 * GIB, int(4 * (args.size_gb * 1e9 + args.image_size_gb * GIB)))
+            box = LoopFs(scratch, "box", BOX_MKFS, need // GIB * GIB)
+            loopfs.append(box)
+            client = LoopFs(scratch, "client", CLIENT_MKFS, need // GIB * GIB)
+            loopfs.append(client)
+            args.box_root, args.client_root = box.mnt, client.mnt
+            args.repo_fs_note, args.client_fs_note = box.describe, client.describe
+            log(f"repositories on {box.loop} at {box.mnt}: {box.describe}")
+            log(f"restores on {client.loop} at {client.mnt}: {client.describe}")
         else:
-            args.repo_fs_note = f"the scratch directory (no file system of their own: {why_not})"
-            log(f"repositories in the scratch directory: {why_not}")
+            args.repo_fs_note = args.client_fs_note = (
+                f"the scratch directory (no file system of their own: {why_not})")
+            log(f"repositories and restores in the scratch directory: {why_not}")
 
         failed: list[str] = []
         for sc in scenarios:
@@ -2048,8 +2064,8 @@ def main() -> int:
         return 1
     finally:
         end_all()
-        if boxfs is not None:
-            boxfs.close()
+        for fs in loopfs:
+            fs.close()
 
 
 if __name__ == "__main__":
