@@ -93,9 +93,13 @@ where
         stats: &upload_stats,
         level: ZSTD_LEVEL,
     };
-    let (to_query, query_in) = bounded::<Outgoing>(4);
+    // File chunks are large (512 KiB-8 MiB): short queues keep the agent's memory a few
+    // chunks deep. With faster compression the queues run full, and 4 raw chunks waiting
+    // for the query plus 8 compressed ones for the uploaders put the agent's peak RSS
+    // over restic's in the bench.
+    let (to_query, query_in) = bounded::<Outgoing>(2);
     let (to_compress, compress_in) = bounded::<Outgoing>(workers);
-    let (to_upload, upload_in) = bounded(UPLOADERS);
+    let (to_upload, upload_in) = bounded(UPLOADERS / 2);
 
     let read_result = std::thread::scope(|s| {
         let stages = &stages;

@@ -2,10 +2,11 @@
 //! upload them with several requests in flight.
 //!
 //! ```text
-//! reader ──(4)──▶ query ──(workers)──▶ compress ×N ──(uploaders)──▶ upload ×U ──▶ box
+//! reader ──(q)──▶ query ──(workers)──▶ compress ×N ──(u)──▶ upload ×U ──▶ box
 //! ```
 //!
-//! Every channel is bounded, so memory is a few dozen chunks whatever the data size. The
+//! Every channel is bounded (file mode: q = 2, u = U / 2; image mode, whose chunks are
+//! 64 KiB: 128 each), so memory is a few dozen chunks whatever the data size. The
 //! query stage batches digests (up to [`QUERY_BATCH`] chunks, fewer when the reader is
 //! slower than the network) and remembers every digest it has settled in this run, so a
 //! chunk seen twice is asked about and sent once. Chunks the box already has are never
@@ -28,10 +29,12 @@ use crate::progress::Counters;
 
 /// Most chunks per missing-query (it takes what is waiting, never waits for more).
 pub const QUERY_BATCH: usize = 256;
-/// zstd level of the chunks the agent sends. Level 1 is about a third faster on text but
-/// made the 3 GB bench's repository 1.4 % larger than restic's, where level 3 keeps it
-/// smaller: the box's disk is the scarcer resource (`make bench`, BENCHMARKS.md).
-pub const ZSTD_LEVEL: i32 = 3;
+/// zstd level of file chunks and catalogs. On 1 MiB blocks of shared libraries level 2
+/// compresses 1.36x faster than level 3 for 4 % more bytes (level 1: 1.77x faster, 10 %
+/// more). Compression is nearly half the CPU of a first file backup; level 2 keeps the
+/// 3 GB bench's repository under restic's (1,025 vs 1,056 MiB), level 1 did not (1.4 %
+/// over it): the box's disk is the scarcer resource (`make bench`, BENCHMARKS.md).
+pub const ZSTD_LEVEL: i32 = 2;
 /// zstd level of image chunks (fixed 64 KiB). Level 1 made the image bench's first backup
 /// ~20 % faster than level 3 (client CPU 5.6 s instead of 7.0 s per GiB) for 3 % more
 /// stored bytes, still far below restic's repository (`make bench`, BENCHMARKS.md). The
