@@ -123,7 +123,10 @@ fn commit_refuses_an_extent_past_its_chunk() {
     m.catalog = cat.digests;
     match commit_snapshot(&m, &store) {
         Err(StoreError::InvalidCatalog { reason }) => {
-            assert!(reason.contains("\"a\"") && reason.contains("past the end"), "{reason}");
+            assert!(
+                reason.contains("\"a\"") && reason.contains("past the end"),
+                "{reason}"
+            );
         }
         other => panic!("expected InvalidCatalog, got {other:?}"),
     }
@@ -153,7 +156,10 @@ fn commit_checks_every_chunk_of_a_large_snapshot() {
     let saved = fs::read(store.chunk_path(&victim)).unwrap();
     fs::remove_file(store.chunk_path(&victim)).unwrap();
     let err = commit_snapshot(&m, &store).unwrap_err();
-    assert!(matches!(err, StoreError::MissingChunk { digest } if digest == victim), "{err}");
+    assert!(
+        matches!(err, StoreError::MissingChunk { digest } if digest == victim),
+        "{err}"
+    );
     assert!(list_snapshots(&store, "pc-1").unwrap().is_empty());
     fs::write(store.chunk_path(&victim), saved).unwrap();
     commit_snapshot(&m, &store).unwrap();
