@@ -894,7 +894,7 @@ def render(ctx: dict) -> str:
     L.append(f"- page cache: warm (data copied just before; caches not dropped); every tool "
              "reads the same tree in the same state")
     L.append("- compression: restic `auto` (its default, zstd, repository version 2); borg "
-             "`zstd,3`; Abri zstd level 3 (`ZSTD_LEVEL`, stored compressed only when smaller)")
+             "`zstd,3`; Abri zstd level 2 (`ZSTD_LEVEL`, stored compressed only when smaller)")
     L.append(f"- encryption: restic AES-256/Poly1305 (always); borg `{ctx['borg_enc']}`; Abri "
              "HTTPS on loopback (TLS), keyed BLAKE3 chunk digests")
     L.append("- restic and borg read and write their repository on the local disk; Abri's "
