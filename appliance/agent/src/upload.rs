@@ -189,7 +189,7 @@ impl<D: Destination + ?Sized> Stages<'_, D> {
         }
     }
 
-    /// Compresses raw chunks (at [`ZSTD_LEVEL`]); passes encoded ones through.
+    /// Compresses raw chunks (at `self.level`); passes encoded ones through.
     pub fn compress(&self, input: Receiver<Outgoing>, output: Sender<Ready>) {
         for c in input {
             if self.abort.is_set() {

@@ -64,8 +64,8 @@ impl Drop for GcPass<'_> {
 
 impl GcGate {
     fn lock(&self) -> MutexGuard<'_, GateState> {
-        // The state is two counters that every holder leaves consistent before it could
-        // panic: a poisoned lock still holds a valid state.
+        // The state (a flag and a counter) is changed in single steps that cannot panic:
+        // a poisoned lock still holds a valid state.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -124,7 +124,17 @@ mod tests {
                 started.store(true, Ordering::SeqCst);
             })
         };
-        // Until the commit ends, the GC must not start (and commits starting now touch).
+        // Once the GC waits, commits that start touch their chunks (bounded wait).
+        let mut touching = false;
+        for _ in 0..400 {
+            if !gate.commit().quiet() {
+                touching = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(touching, "a commit started while GC waited was quiet");
+        // Until the quiet commit ends, the GC must not start.
         for _ in 0..20 {
             std::thread::sleep(Duration::from_millis(5));
             assert!(

@@ -9,8 +9,9 @@
 //! Why the cutoff: chunks of a backup in progress are referenced by no snapshot until it
 //! commits. They are recent (written during the backup), and a chunk the backup reuses is
 //! touched when re-uploaded, when `missing` says it is present, and by a `commit_snapshot`
-//! that runs during GC (every referenced chunk; a commit that ends before GC starts is
-//! seen by its mark, see [`crate::gate`]), so all of them are newer than the cutoff as
+//! that runs during GC (every referenced chunk; a quiet commit, started while no GC ran,
+//! ends before GC marks and is seen by its mark, see [`crate::gate`]), so all of them are
+//! newer than the cutoff as
 //! long as the caller picks the cutoff before the start of any backup still running, e.g.
 //! GC start minus 24 hours (more than the longest backup). A backup that reuses a file's
 //! extents from the previous catalog without asking the box relies on that snapshot; prune
@@ -49,7 +50,8 @@ pub struct GcReport {
 /// Removes unreferenced chunks older than `protect_newer_than` (see the module docs).
 pub fn gc(store: &ChunkStore, protect_newer_than: SystemTime) -> Result<GcReport> {
     let mut report = GcReport::default();
-    // Commits under way end first; those that start meanwhile touch their chunks.
+    // Quiet commits under way (started while no GC ran) end first; commits that start
+    // from now on touch their chunks.
     let _pass = store.gc_pass();
     let marked = mark(store, &mut report)?;
     report.referenced_chunks = marked.len() as u64;

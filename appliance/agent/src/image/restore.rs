@@ -161,6 +161,14 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
         .map_err(|e| ImageRestoreError::Failed(e.to_string()))?;
     let (file, device) = open_target(info, opts)?;
     let target = Target::new(file, &opts.target);
+    // Buffered writes to one file serialize on its inode lock, and the kernel spins for it:
+    // 8 threads writing at once spent a quarter of a restore's CPU spinning. The workers
+    // fetch and verify in parallel and take turns to write (see `writeout`); each keeps
+    // its run buffer for the whole restore.
+    let write_turn = Mutex::new(());
+    let mut runs: Vec<RunWriter<'_>> = (0..WORKERS)
+        .map(|_| RunWriter::new(&target, &write_turn))
+        .collect();
     let mut report = ImageRestoreReport {
         image: info.name.clone(),
         size: info.size,
@@ -189,7 +197,7 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
                 .iter()
                 .map(|e| base + e.file_offset..base + e.file_offset + u64::from(e.len)),
         );
-        write_segment(source, &target, base, &entry.extents, counters, &error)?;
+        write_segment(source, &mut runs, base, &entry.extents, counters, &error)?;
         report.chunks += entry.extents.len() as u64;
         counters
             .bytes_scanned
@@ -217,34 +225,31 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
 /// for a batch of consecutive extents' chunks at a time (one round trip per batch).
 fn write_segment<S: ChunkSource + Sync>(
     source: &S,
-    target: &Target,
+    runs: &mut [RunWriter<'_>],
     base: u64,
     extents: &[Extent],
     counters: &Counters,
     error: &Mutex<Option<String>>,
 ) -> Result<(), ImageRestoreError> {
     let (tx, rx) = bounded::<&[Extent]>(WORKERS * 2);
-    // Buffered writes to one file serialize on its inode lock, and the kernel spins for it:
-    // 8 threads writing at once spent a quarter of a restore's CPU spinning. The workers
-    // fetch and verify in parallel and take turns to write (see `writeout`).
-    let write_turn = Mutex::new(());
     std::thread::scope(|s| {
-        for _ in 0..WORKERS {
+        for run in runs.iter_mut() {
             let rx = rx.clone();
-            let write_turn = &write_turn;
             s.spawn(move || {
-                let mut run = RunWriter::new(target, write_turn);
                 for batch in rx {
                     let failed = error.lock().map(|e| e.is_some()).unwrap_or(true);
                     if failed || counters.is_cancelled() {
                         continue;
                     }
-                    let result = write_batch(source, &mut run, base, batch, counters);
-                    if let Err(msg) = result
-                        && let Ok(mut slot) = error.lock()
-                        && slot.is_none()
-                    {
-                        *slot = Some(msg);
+                    let result = write_batch(source, run, base, batch, counters);
+                    if let Err(msg) = result {
+                        // Nothing of a failed batch is written.
+                        run.discard();
+                        if let Ok(mut slot) = error.lock()
+                            && slot.is_none()
+                        {
+                            *slot = Some(msg);
+                        }
                     }
                 }
             });
@@ -313,12 +318,13 @@ fn write_batch<S: ChunkSource>(
             .get(e.chunk_offset as usize..(e.chunk_offset + e.len) as usize)
             .ok_or_else(|| format!("chunk {} is too short", e.digest))?;
         run.push(base + e.file_offset, bytes)
-            .map_err(|err| format!("write at {}: {err}", base + e.file_offset))?;
+            .map_err(|err| format!("cannot write the target: {err}"))?;
         counters
             .bytes_read
             .fetch_add(u64::from(e.len), Ordering::Relaxed);
     }
-    run.flush().map_err(|err| format!("write: {err}"))
+    run.flush()
+        .map_err(|err| format!("cannot write the target: {err}"))
 }
 
 /// Whether `path` names a block device (for the CLI's wording).

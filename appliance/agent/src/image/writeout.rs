@@ -8,10 +8,10 @@
 //! copies alone took up to a third of a restore's CPU, and the final `fsync` then waited
 //! for all of it. Direct writes go from a buffer the worker reuses, the disk works while
 //! the next chunks are fetched and verified, and a restore does not push the protected
-//! machine's working set out of its page cache. A run that is not aligned to [`ALIGN`]
-//! (the tail of an image whose size is not a multiple of it), and every run on a target
-//! that refuses `O_DIRECT` (tmpfs, Windows), is written through the page cache; the
-//! restore's final `fsync` covers both.
+//! machine's working set out of its page cache. A run whose offset or length is not a
+//! multiple of [`ALIGN`] (in practice the run that ends at the tail of an image whose size
+//! is not), and every run on a target that refuses `O_DIRECT` (tmpfs, Windows), is written
+//! whole through the page cache; the restore's final `fsync` covers both.
 
 use std::fs::File;
 use std::io;
@@ -37,9 +37,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// Wraps the opened `file` at `path`; tries a second, direct descriptor.
+    /// Wraps the opened `file` at `path`; tries a second, direct descriptor, kept only if
+    /// it is the same file (the path could have been replaced in between).
     pub fn new(file: File, path: &Path) -> Target {
-        let direct = open_direct(path);
+        let direct = open_direct(path).filter(|d| same_file(&file, d));
         Target {
             direct_ok: AtomicBool::new(direct.is_some()),
             file,
@@ -100,6 +101,11 @@ impl<'a> RunWriter<'a> {
         }
     }
 
+    /// Forgets the run without writing it (after an error in its batch).
+    pub fn discard(&mut self) {
+        self.len = 0;
+    }
+
     /// Adds `bytes` to be written at `offset`; writes the run first when `bytes` do not
     /// follow it or do not fit.
     pub fn push(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
@@ -109,7 +115,10 @@ impl<'a> RunWriter<'a> {
         }
         if bytes.len() > RUN_BYTES {
             let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
-            return self.target.write(bytes, offset);
+            return self
+                .target
+                .write(bytes, offset)
+                .map_err(|e| at(e, bytes.len(), offset));
         }
         if self.len == 0 {
             self.offset = offset;
@@ -128,10 +137,32 @@ impl<'a> RunWriter<'a> {
         let run = &self.buf[self.start..self.start + self.len];
         // The guarded value is (): a panic elsewhere cannot leave it inconsistent.
         let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self.target.write(run, self.offset);
+        let result = self
+            .target
+            .write(run, self.offset)
+            .map_err(|e| at(e, self.len, self.offset));
         self.len = 0;
         result
     }
+}
+
+/// `e` with the write it failed.
+fn at(e: io::Error, len: usize, offset: u64) -> io::Error {
+    io::Error::new(e.kind(), format!("writing {len} bytes at {offset}: {e}"))
+}
+
+#[cfg(unix)]
+fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_a: &File, _b: &File) -> bool {
+    false
 }
 
 #[cfg(target_os = "linux")]
@@ -167,20 +198,13 @@ mod tests {
         (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
     }
 
-    /// Runs of any shape land where they belong, aligned or not, direct or not.
-    #[test]
-    fn runs_write_every_byte_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk.img");
-        let size = 3 * RUN_BYTES as u64 + 5 * 512;
-        let file = File::create(&path).unwrap();
-        file.set_len(size).unwrap();
-        let target = Target::new(file, &path);
+    /// Writes runs of every shape through `target` and checks the file's bytes.
+    fn write_and_check(target: &Target, path: &Path, size: u64) {
         let turn = Mutex::new(());
         let mut expected = vec![0u8; size as usize];
-        let mut w = RunWriter::new(&target, &turn);
+        let mut w = RunWriter::new(target, &turn);
         // Consecutive 64 KiB pieces (gathered into runs, flushed when full), a gap, a
-        // piece larger than a run, and an unaligned tail.
+        // piece larger than a run, a piece discarded unwritten, and an unaligned tail.
         let mut at = 0u64;
         for i in 0..70u8 {
             let piece = pattern(64 << 10, i);
@@ -192,12 +216,71 @@ mod tests {
         let big_at = at + 65536;
         w.push(big_at, &big).unwrap();
         expected[big_at as usize..big_at as usize + big.len()].copy_from_slice(&big);
+        w.push(big_at + big.len() as u64 + 4096, &pattern(8192, 5))
+            .unwrap();
+        w.discard();
         let tail = pattern(5 * 512, 7);
         let tail_at = size - tail.len() as u64;
         w.push(tail_at, &tail).unwrap();
         expected[tail_at as usize..].copy_from_slice(&tail);
         w.flush().unwrap();
         target.file().sync_all().unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        assert_eq!(std::fs::read(path).unwrap(), expected);
+    }
+
+    fn new_target(dir: &Path, size: u64) -> (std::path::PathBuf, File) {
+        let path = dir.join("disk.img");
+        let file = File::create(&path).unwrap();
+        file.set_len(size).unwrap();
+        (path, file)
+    }
+
+    const SIZE: u64 = 3 * RUN_BYTES as u64 + 5 * 512;
+
+    /// Runs of any shape land where they belong, aligned or not; where the file system
+    /// takes direct I/O, aligned runs go direct without falling back.
+    #[test]
+    fn runs_write_every_byte_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = new_target(dir.path(), SIZE);
+        let target = Target::new(file, &path);
+        let direct = target.direct.is_some();
+        write_and_check(&target, &path, SIZE);
+        if direct {
+            assert!(
+                target.direct_ok.load(Ordering::Relaxed),
+                "direct writes fell back"
+            );
+        } else {
+            eprintln!(
+                "{}: no O_DIRECT here, buffered path only",
+                dir.path().display()
+            );
+        }
+    }
+
+    /// Without a direct descriptor every run goes through the page cache.
+    #[test]
+    fn runs_without_direct_io_are_written_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = new_target(dir.path(), SIZE);
+        let target = Target {
+            file,
+            direct: None,
+            direct_ok: AtomicBool::new(false),
+        };
+        write_and_check(&target, &path, SIZE);
+    }
+
+    /// A path replaced between the two opens gets no direct descriptor.
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_path_gets_no_direct_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = new_target(dir.path(), SIZE);
+        std::fs::rename(&path, dir.path().join("moved.img")).unwrap();
+        File::create(&path).unwrap();
+        let target = Target::new(file, &path);
+        assert!(target.direct.is_none());
     }
 }
