@@ -223,7 +223,7 @@ fn check_references(manifest: &SnapshotManifest, store: &ChunkStore, touch: bool
         SnapshotKind::Files => {}
     }
     for d in &manifest.catalog {
-        if !store.check_present(d, touch)? {
+        if store.present_len(d, touch)?.is_none() {
             return Err(StoreError::MissingChunk { digest: *d });
         }
     }

@@ -279,18 +279,7 @@ impl ChunkStore {
     /// The raw length a stored chunk declares in its header (cheap: reads 12 bytes).
     pub(crate) fn raw_len(&self, digest: &Digest) -> Result<u32> {
         let path = self.chunk_path(digest);
-        let mut header = [0u8; CHUNK_HEADER_LEN];
-        let mut n = 0;
-        let read = open_noatime(&path).and_then(|mut f| {
-            while n < header.len() {
-                match f.read(&mut header[n..])? {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            Ok(())
-        });
-        read.map_err(|e| self.not_found_or(digest, &path, e))?;
+        let (header, n) = read_header(&path).map_err(|e| self.not_found_or(digest, &path, e))?;
         declared_len(&header[..n])
             .map(|(_, len)| len)
             .map_err(|defect| StoreError::CorruptChunk {
@@ -402,20 +391,6 @@ impl ChunkStore {
         self.touch(&self.chunk_path(digest))
     }
 
-    /// Whether a chunk is present (its file at least a chunk header long), touched first
-    /// when `touch` is set.
-    pub(crate) fn check_present(&self, digest: &Digest, touch: bool) -> Result<bool> {
-        if touch {
-            return self.touch_if_present(digest);
-        }
-        let path = self.chunk_path(digest);
-        match fs::symlink_metadata(&path) {
-            Ok(m) => Ok(m.is_file() && m.len() >= CHUNK_HEADER_LEN as u64),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::io("cannot stat chunk", &path, e)),
-        }
-    }
-
     /// The raw length of a present chunk (touched first when `touch`), or None when it is
     /// absent or shorter than a chunk header (see [`Self::touch_if_present`]). Without
     /// `touch`, one open and one read of the header: no metadata write.
@@ -427,20 +402,9 @@ impl ChunkStore {
             return self.raw_len(digest).map(Some);
         }
         let path = self.chunk_path(digest);
-        let mut header = [0u8; CHUNK_HEADER_LEN];
-        let mut n = 0;
-        let read = open_noatime(&path).and_then(|mut f| {
-            while n < header.len() {
-                match f.read(&mut header[n..])? {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            Ok(())
-        });
-        match read {
-            Ok(()) if n < CHUNK_HEADER_LEN => Ok(None),
-            Ok(()) => declared_len(&header)
+        match read_header(&path) {
+            Ok((_, n)) if n < CHUNK_HEADER_LEN => Ok(None),
+            Ok((header, _)) => declared_len(&header)
                 .map(|(_, len)| Some(len))
                 .map_err(|defect| StoreError::CorruptChunk {
                     digest: *digest,
@@ -557,6 +521,20 @@ pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The first bytes of a chunk file, up to a chunk header, and how many there were.
+fn read_header(path: &Path) -> std::io::Result<([u8; CHUNK_HEADER_LEN], usize)> {
+    let mut header = [0u8; CHUNK_HEADER_LEN];
+    let mut n = 0;
+    let mut f = open_noatime(path)?;
+    while n < header.len() {
+        match f.read(&mut header[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok((header, n))
 }
 
 /// Opens a file to read without updating its access time where the kernel allows it (the

@@ -65,7 +65,7 @@ impl Target {
                 Ok(()) => return Ok(()),
                 // Refused for this target (alignment rules stricter than ALIGN, a file
                 // system without direct I/O): write through the page cache from now on.
-                Err(e) if e.raw_os_error() == Some(libc_einval()) => {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     self.direct_ok.store(false, Ordering::Relaxed);
                 }
                 Err(e) => return Err(e),
@@ -178,16 +178,6 @@ fn open_direct(path: &Path) -> Option<File> {
 #[cfg(not(target_os = "linux"))]
 fn open_direct(_path: &Path) -> Option<File> {
     None
-}
-
-#[cfg(target_os = "linux")]
-fn libc_einval() -> i32 {
-    libc::EINVAL
-}
-
-#[cfg(not(target_os = "linux"))]
-fn libc_einval() -> i32 {
-    22
 }
 
 #[cfg(test)]
