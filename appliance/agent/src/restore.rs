@@ -25,8 +25,6 @@ use std::fs::File;
 #[cfg(unix)]
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 #[cfg(unix)]
-use std::os::unix::fs::FileExt;
-#[cfg(unix)]
 use std::path::Path;
 use std::path::PathBuf;
 #[cfg(unix)]
@@ -39,6 +37,8 @@ use crate::platform;
 #[cfg(windows)]
 use crate::platform::windows::restore::restore_from;
 use crate::progress::Counters;
+#[cfg(unix)]
+use crate::restore_writers::{FileDone, FileFeed, OpenFile, Writers, apply_fd_meta};
 
 /// Decoded chunks kept for consecutive small files that share a chunk.
 pub(crate) const CHUNK_CACHE: usize = 4;
@@ -114,6 +114,9 @@ pub enum RestoreError {
     },
     #[error("the restore was cancelled")]
     Cancelled,
+    /// A writer thread failed; its own error is the one reported.
+    #[error("the restore stopped after a write error")]
+    WritersStopped,
 }
 
 /// What to restore where.
@@ -236,10 +239,29 @@ fn restore_from<S: ChunkSource>(
             source,
         })?
         .into();
+    let mut report = crate::restore_writers::run_with_writers(counters, |writers| {
+        restore_entries(source, catalog, opts, counters, root, writers)
+    })?;
+    report.warnings = counters.warnings.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+#[cfg(unix)]
+fn restore_entries<S: ChunkSource>(
+    source: &S,
+    catalog: Vec<Digest>,
+    opts: &RestoreOptions,
+    counters: &Counters,
+    root: OwnedFd,
+    writers: &Writers,
+) -> Result<RestoreReport, RestoreError> {
     let mut r = Restorer {
         source,
         opts,
         counters,
+        writers,
+        // Unknown, every bit counts as masked: every file's mode is then set.
+        umask: platform::umask().unwrap_or(0o777),
         root,
         chain: Vec::new(),
         dirs: Vec::new(),
@@ -256,11 +278,13 @@ fn restore_from<S: ChunkSource>(
         if counters.is_cancelled() {
             return Err(RestoreError::Cancelled);
         }
+        if writers.stopped() {
+            return Err(RestoreError::WritersStopped);
+        }
         let entry = entry.map_err(RestoreError::Catalog)?;
         r.entry(entry)?;
     }
     r.finish_dirs(&[])?;
-    r.report.warnings = counters.warnings.load(Ordering::Relaxed);
     if r.refused > 0 {
         return Err(RestoreError::Unsafe {
             count: r.refused,
@@ -317,6 +341,10 @@ struct Restorer<'a, S: ChunkSource> {
     source: &'a S,
     opts: &'a RestoreOptions,
     counters: &'a Counters,
+    /// Where created files go to be filled in.
+    writers: &'a Writers,
+    /// This process's umask, which the mode of every created file went through.
+    umask: u32,
     root: OwnedFd,
     /// Open directories from the target down to the last parent used: (name, fd).
     chain: Vec<(Vec<u8>, OwnedFd)>,
@@ -464,7 +492,8 @@ impl<S: ChunkSource> Restorer<'_, S> {
             if let Some(d) = self.dirs.pop()
                 && d.apply
             {
-                self.apply_fd_meta(d.fd.as_fd(), &d.entry);
+                let owner = self.owner_to_set(&d.entry);
+                apply_fd_meta(self.counters, d.fd.as_fd(), &d.entry, owner, None);
             }
         }
         Ok(())
@@ -491,25 +520,9 @@ impl<S: ChunkSource> Restorer<'_, S> {
         (uid, gid)
     }
 
-    /// Owner, mode, xattrs and times of an open file or directory.
-    fn apply_fd_meta(&self, fd: BorrowedFd<'_>, entry: &Entry) {
-        if self.opts.as_root {
-            let (uid, gid) = self.owner(entry);
-            if let Err(e) = platform::chown_fd(fd, uid, gid) {
-                self.warn_io("owner", entry, e);
-            }
-        }
-        if let Err(e) = platform::chmod_fd(fd, entry.mode & 0o7777) {
-            self.warn_io("mode", entry, e);
-        }
-        for (k, v) in &entry.xattrs {
-            if let Err(e) = platform::set_xattr_fd(fd, k, v) {
-                self.warn_io(&format!("attribute {}", text(k)), entry, e);
-            }
-        }
-        if let Err(e) = platform::set_times_fd(fd, entry.atime_ns, entry.mtime_ns) {
-            self.warn_io("times", entry, e);
-        }
+    /// The owner to give an object: only restores as root set owners.
+    fn owner_to_set(&self, entry: &Entry) -> Option<(u32, u32)> {
+        self.opts.as_root.then(|| self.owner(entry))
     }
 
     /// Owner, mode, xattrs and times of `name` in the current parent (not opened: symlinks,
@@ -608,11 +621,10 @@ impl<S: ChunkSource> Restorer<'_, S> {
                 }
             }
             EntryKind::File => {
-                if !self.clear_place(name, &entry)? {
-                    return Ok(());
+                let path = entry.path.clone();
+                if self.write_file(name, entry)? {
+                    self.restored.insert(path.clone(), path);
                 }
-                self.write_file(name, &entry)?;
-                self.restored.insert(entry.path.clone(), entry.path.clone());
             }
             EntryKind::HardLink { target } => {
                 abri_store::validate_path(target).map_err(|e| RestoreError::BadPath {
@@ -627,8 +639,9 @@ impl<S: ChunkSource> Restorer<'_, S> {
                 } else if let Some(mut first) = self.unselected_links.remove(target) {
                     // The first link is outside the selection: this one carries the data.
                     first.path = entry.path.clone();
-                    self.write_file(name, &first)?;
-                    self.restored.insert(target.clone(), entry.path.clone());
+                    if self.write_file(name, first)? {
+                        self.restored.insert(target.clone(), entry.path.clone());
+                    }
                 } else {
                     self.counters.warn(format!(
                         "cannot restore hard link {}: its target {} was not restored",
@@ -704,38 +717,68 @@ impl<S: ChunkSource> Restorer<'_, S> {
         Ok(())
     }
 
-    fn write_file(&mut self, name: &[u8], entry: &Entry) -> Result<(), RestoreError> {
-        let io = |source| RestoreError::Io {
-            path: text(&entry.path),
-            source,
+    /// Creates the file and hands its data and metadata to the writers; `false` if
+    /// something already there stays (see [`Self::clear_place`]).
+    ///
+    /// The file is created with its permission bits (less the umask), so the writers change
+    /// its mode only when they differ from those; it is created first and looked at only if
+    /// the name is taken, which spares a restore into an empty directory a `stat` per file.
+    fn write_file(&mut self, name: &[u8], mut entry: Entry) -> Result<bool, RestoreError> {
+        let io = |path: &[u8]| {
+            let path = text(path);
+            move |source| RestoreError::Io { path, source }
         };
-        let file = platform::create_file_at(self.parent_fd(), name, 0o600).map_err(io)?;
-        for ext in &entry.extents {
+        let create_mode = entry.mode & 0o777;
+        let file = match platform::create_file_at(self.parent_fd(), name, create_mode) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !self.clear_place(name, &entry)? {
+                    return Ok(false);
+                }
+                platform::create_file_at(self.parent_fd(), name, create_mode)
+                    .map_err(io(&entry.path))?
+            }
+            Err(e) => return Err(io(&entry.path)(e)),
+        };
+        let dir = self.parent_fd();
+        let direct = if self.writers.wants_direct(entry.size) {
+            platform::reopen_direct_at(dir, name, &file)
+        } else {
+            None
+        };
+        let extents = std::mem::take(&mut entry.extents);
+        let done = FileDone {
+            owner: self.owner_to_set(&entry),
+            mode_set: create_mode & !self.umask,
+            data_end: extents
+                .iter()
+                .map(|e| e.file_offset + u64::from(e.len))
+                .max()
+                .unwrap_or(0),
+        };
+        let mut feed = FileFeed::new(self.writers, OpenFile::new(file, direct, entry, done));
+        for ext in &extents {
             let chunk = self.chunk(&ext.digest)?;
             let start = ext.chunk_offset as usize;
             let end = start + ext.len as usize;
-            let Some(bytes) = chunk.get(start..end) else {
+            if chunk.get(start..end).is_none() {
                 return Err(RestoreError::Catalog(
                     abri_store::StoreError::InvalidCatalog {
                         reason: format!(
                             "file {:?} names bytes {start}..{end} of chunk {}, which has {} bytes",
-                            text(&entry.path),
+                            text(feed.path()),
                             ext.digest,
                             chunk.len()
                         ),
                     },
                 ));
-            };
-            file.write_all_at(bytes, ext.file_offset).map_err(io)?;
+            }
+            feed.push(&chunk, start, end, ext.file_offset)?;
             self.report.bytes += u64::from(ext.len);
-            self.counters
-                .bytes_scanned
-                .fetch_add(u64::from(ext.len), Ordering::Relaxed);
         }
-        file.set_len(entry.size).map_err(io)?;
+        feed.finish()?;
         self.report.files += 1;
-        self.apply_fd_meta(file.as_fd(), entry);
-        Ok(())
+        Ok(true)
     }
 
     fn chunk(&mut self, digest: &Digest) -> Result<Arc<Vec<u8>>, RestoreError> {

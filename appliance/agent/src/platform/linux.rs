@@ -246,6 +246,35 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result
     owned(fd).map(File::from)
 }
 
+/// A second descriptor of `file`, which is `name` in `dir`, for direct (`O_DIRECT`) writes;
+/// `None` if the file system refuses them or `name` no longer names `file` (same device and
+/// inode), so a name replaced in between never receives the writes.
+pub fn reopen_direct_at(dir: BorrowedFd<'_>, name: &[u8], file: &File) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let c = cstr(name).ok()?;
+    // SAFETY: as in open_dir_at.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_DIRECT | libc::O_CLOEXEC,
+        )
+    };
+    let direct = File::from(owned(fd).ok()?);
+    let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
+    (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
+}
+
+/// This process's file mode creation mask, read from `/proc/self/status` (reading it with
+/// `umask(2)` would change it for a moment under the other threads); `None` if unknown.
+pub fn umask() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+}
+
 /// `mkdirat`.
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
     let c = cstr(name)?;

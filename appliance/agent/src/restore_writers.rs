@@ -1,0 +1,732 @@
+//! The writer threads of a Unix file restore.
+//!
+//! The restorer (`restore.rs`) walks the catalog on one thread: it checks every path, opens
+//! every parent without following symlinks, creates each file (`O_CREAT | O_EXCL |
+//! O_NOFOLLOW`) and fetches its chunks in plan order. What is left of a file once it exists —
+//! copying its bytes into it, sizing it, its owner, mode, xattrs and times — needs only open
+//! descriptors, and goes to [`WRITERS`] threads here. No writer resolves a path: the safety
+//! rules stay entirely with the restorer.
+//!
+//! Files of at least [`DIRECT_MIN`] bytes are written around the page cache (`O_DIRECT`),
+//! like image restores (see `image/writeout.rs` for why): the restorer copies their bytes
+//! into aligned run buffers from a small pool, and a writer writes each run's aligned part
+//! directly and its unaligned edges through the page cache. Smaller files, and every file
+//! on a file system that refuses direct writes, go through the page cache whole.
+//!
+//! A file's data may be split over several jobs; the writer that finishes its last job sizes
+//! the file and applies its metadata. The first write error stops the restore: the writers
+//! drop what is still queued, and the restorer returns that error.
+
+use abri_store::Entry;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::platform;
+use crate::progress::Counters;
+use crate::restore::{RestoreError, text};
+
+/// Threads writing restored bytes into files.
+const WRITERS: usize = 2;
+/// Jobs waiting for a writer. A piece job holds a decoded chunk (2 MiB on average, 8 MiB at
+/// most) until it is written, so the queue is short: it only has to keep the writers busy.
+const QUEUE: usize = 8;
+/// Files this large are written directly, around the page cache.
+pub(crate) const DIRECT_MIN: u64 = 256 << 10;
+/// Alignment of direct writes: offset, length and memory (covers 512-byte and 4 KiB
+/// sectors and every common file system block).
+const ALIGN: usize = 4096;
+/// Bytes a run buffer holds, a multiple of [`ALIGN`].
+const RUN_BYTES: usize = 4 << 20;
+/// Run buffers at most: direct writes hold at most `RUNS` × [`RUN_BYTES`] of memory.
+const RUNS: usize = 6;
+
+/// What the restorer knows of a created file that spares the writers work at its end.
+pub(crate) struct FileDone {
+    /// Owner and group ids to set (restores as root only), resolved by the restorer.
+    pub owner: Option<(u32, u32)>,
+    /// The permission bits the file was created with (after the umask): its mode is set
+    /// only if the entry's differs.
+    pub mode_set: u32,
+    /// Where the file's data ends: it is sized only if that is not its size (a hole at its
+    /// end, or no data at all).
+    pub data_end: u64,
+}
+
+/// A file the restorer created, with what the writers still have to do to it.
+pub(crate) struct OpenFile {
+    file: File,
+    /// The same file opened for direct writes, when it is large and the file system agrees.
+    direct: Option<File>,
+    /// The catalog entry, without its extents (they travel in the jobs).
+    entry: Entry,
+    done: FileDone,
+    /// Jobs of this file not finished yet, counting the one [`FileFeed`] holds back.
+    jobs_left: AtomicUsize,
+}
+
+impl OpenFile {
+    /// `entry` is the file's entry without its extents.
+    pub(crate) fn new(file: File, direct: Option<File>, entry: Entry, done: FileDone) -> Self {
+        OpenFile {
+            file,
+            direct,
+            entry,
+            done,
+            jobs_left: AtomicUsize::new(1),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &[u8] {
+        &self.entry.path
+    }
+
+    fn io_error(&self, source: io::Error) -> RestoreError {
+        RestoreError::Io {
+            path: text(&self.entry.path),
+            source,
+        }
+    }
+}
+
+/// A buffer of [`RUN_BYTES`] usable bytes starting at an [`ALIGN`]ed address.
+struct RunBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl RunBuf {
+    fn new() -> Self {
+        let buf = vec![0u8; RUN_BYTES + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        RunBuf { buf, start }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + RUN_BYTES]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + RUN_BYTES]
+    }
+}
+
+/// Consecutive bytes of a file in a run buffer: `buf.bytes()[lead..lead + len]` go to
+/// `offset`, with `lead = offset % ALIGN`, so a position in the buffer is aligned exactly
+/// where its file offset is.
+struct Run {
+    buf: RunBuf,
+    lead: usize,
+    len: usize,
+    offset: u64,
+}
+
+enum Data {
+    /// Nothing to write (an empty file, or only holes).
+    None,
+    /// Bytes of a decoded chunk (`chunk[start..end]`, checked by the restorer) to write at
+    /// `offset` through the page cache.
+    Piece {
+        chunk: Arc<Vec<u8>>,
+        start: usize,
+        end: usize,
+        offset: u64,
+    },
+    Run(Run),
+}
+
+/// One job: some of a file's data, and its completion.
+struct Job {
+    file: Arc<OpenFile>,
+    data: Data,
+}
+
+/// What the writers share with the restorer.
+#[derive(Default)]
+struct Shared {
+    stopped: AtomicBool,
+    /// Set when a direct write is refused: the rest goes through the page cache.
+    direct_refused: AtomicBool,
+    failure: Mutex<Option<RestoreError>>,
+}
+
+impl Shared {
+    fn fail(&self, e: RestoreError) {
+        let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.stopped.store(true, Ordering::Release);
+    }
+}
+
+/// The restorer's end of the writer threads.
+pub(crate) struct Writers {
+    queue: Sender<Job>,
+    /// Run buffers the writers gave back.
+    free_runs: Receiver<RunBuf>,
+    /// Run buffers made so far (at most [`RUNS`]; a restore of small files makes none).
+    runs_made: AtomicUsize,
+    shared: Arc<Shared>,
+}
+
+impl Writers {
+    /// Whether a writer failed: the restore must stop (and [`run_with_writers`] returns the
+    /// writer's error).
+    pub(crate) fn stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Whether a file of `size` bytes should be written directly.
+    pub(crate) fn wants_direct(&self, size: u64) -> bool {
+        size >= DIRECT_MIN && !self.shared.direct_refused.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, job: Job) -> Result<(), RestoreError> {
+        if self.stopped() || self.queue.send(job).is_err() {
+            return Err(RestoreError::WritersStopped);
+        }
+        Ok(())
+    }
+
+    /// A run buffer: a free one, a new one while fewer than [`RUNS`] exist, or the next one
+    /// a writer gives back.
+    fn run_buf(&self) -> Result<RunBuf, RestoreError> {
+        if self.stopped() {
+            return Err(RestoreError::WritersStopped);
+        }
+        if let Ok(buf) = self.free_runs.try_recv() {
+            return Ok(buf);
+        }
+        if self.runs_made.load(Ordering::Relaxed) < RUNS {
+            self.runs_made.fetch_add(1, Ordering::Relaxed);
+            return Ok(RunBuf::new());
+        }
+        self.free_runs
+            .recv()
+            .map_err(|_| RestoreError::WritersStopped)
+    }
+}
+
+/// Feeds one file's data to the writers. The latest job is held back until the next one or
+/// [`finish`], so the file's count of jobs cannot reach zero before all of them are sent.
+///
+/// [`finish`]: FileFeed::finish
+pub(crate) struct FileFeed<'w> {
+    writers: &'w Writers,
+    file: Arc<OpenFile>,
+    held: Option<Data>,
+    /// The run being filled (direct files only).
+    run: Option<Run>,
+}
+
+impl<'w> FileFeed<'w> {
+    pub(crate) fn new(writers: &'w Writers, file: OpenFile) -> Self {
+        FileFeed {
+            writers,
+            file: Arc::new(file),
+            held: None,
+            run: None,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &[u8] {
+        self.file.path()
+    }
+
+    fn queue(&mut self, data: Data) -> Result<(), RestoreError> {
+        if let Some(previous) = self.held.replace(data) {
+            self.file.jobs_left.fetch_add(1, Ordering::AcqRel);
+            self.writers.send(Job {
+                file: self.file.clone(),
+                data: previous,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Adds `chunk[start..end]` (a range the caller checked) at file offset `offset`.
+    pub(crate) fn push(
+        &mut self,
+        chunk: &Arc<Vec<u8>>,
+        start: usize,
+        end: usize,
+        offset: u64,
+    ) -> Result<(), RestoreError> {
+        if self.file.direct.is_none() {
+            return self.queue(Data::Piece {
+                chunk: chunk.clone(),
+                start,
+                end,
+                offset,
+            });
+        }
+        let (mut bytes, mut offset) = (&chunk[start..end], offset);
+        while !bytes.is_empty() {
+            let mut run = match self.run.take() {
+                Some(run) if run.offset + run.len as u64 == offset => run,
+                other => {
+                    if let Some(gap_before) = other {
+                        self.queue(Data::Run(gap_before))?;
+                    }
+                    Run {
+                        buf: self.writers.run_buf()?,
+                        lead: (offset % ALIGN as u64) as usize,
+                        len: 0,
+                        offset,
+                    }
+                }
+            };
+            let at = run.lead + run.len;
+            let n = bytes.len().min(RUN_BYTES - at);
+            run.buf.bytes_mut()[at..at + n].copy_from_slice(&bytes[..n]);
+            run.len += n;
+            bytes = &bytes[n..];
+            offset += n as u64;
+            if run.lead + run.len == RUN_BYTES {
+                self.queue(Data::Run(run))?;
+            } else {
+                self.run = Some(run);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the last job: once every job of the file is written, the file is sized and
+    /// gets its metadata.
+    pub(crate) fn finish(mut self) -> Result<(), RestoreError> {
+        if let Some(run) = self.run.take() {
+            self.queue(Data::Run(run))?;
+        }
+        let data = self.held.take().unwrap_or(Data::None);
+        self.writers.send(Job {
+            file: self.file.clone(),
+            data,
+        })
+    }
+}
+
+/// Runs `restore` with [`WRITERS`] writer threads behind the [`Writers`] it is given; when it
+/// returns, waits for every queued job. A writer's failure comes before the restore's own
+/// result (which is then only the consequence of the stop).
+pub(crate) fn run_with_writers<R>(
+    counters: &Counters,
+    restore: impl FnOnce(&Writers) -> Result<R, RestoreError>,
+) -> Result<R, RestoreError> {
+    let shared = Arc::new(Shared::default());
+    let (tx, rx) = bounded::<Job>(QUEUE);
+    let (free_tx, free_rx) = bounded::<RunBuf>(RUNS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (rx, free_tx, shared) = (rx.clone(), free_tx.clone(), &shared);
+                scope.spawn(move || {
+                    for job in rx {
+                        let skip =
+                            shared.stopped.load(Ordering::Acquire) || counters.is_cancelled();
+                        let result = if skip {
+                            Ok(())
+                        } else {
+                            do_job(&job, shared, counters)
+                        };
+                        if let Data::Run(run) = job.data {
+                            // At most RUNS buffers exist and the pool holds RUNS: never full.
+                            let _ = free_tx.try_send(run.buf);
+                        }
+                        if let Err(e) = result {
+                            shared.fail(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop((rx, free_tx));
+        let writers = Writers {
+            queue: tx,
+            free_runs: free_rx,
+            runs_made: AtomicUsize::new(0),
+            shared: shared.clone(),
+        };
+        let result = restore(&writers);
+        drop(writers);
+        for h in handles {
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        let failure = shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match failure {
+            Some(e) => Err(e),
+            None => result,
+        }
+    })
+}
+
+fn do_job(job: &Job, shared: &Shared, counters: &Counters) -> Result<(), RestoreError> {
+    let open = &job.file;
+    let written = match &job.data {
+        Data::None => 0,
+        Data::Piece {
+            chunk,
+            start,
+            end,
+            offset,
+        } => {
+            open.file
+                .write_all_at(&chunk[*start..*end], *offset)
+                .map_err(|e| open.io_error(e))?;
+            end - start
+        }
+        Data::Run(run) => {
+            write_run(open, run, shared).map_err(|e| open.io_error(e))?;
+            run.len
+        }
+    };
+    counters
+        .bytes_scanned
+        .fetch_add(written as u64, Ordering::Relaxed);
+    if open.jobs_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if open.done.data_end != open.entry.size {
+            open.file
+                .set_len(open.entry.size)
+                .map_err(|e| open.io_error(e))?;
+        }
+        let done = &open.done;
+        let fd = open.file.as_fd();
+        apply_fd_meta(counters, fd, &open.entry, done.owner, Some(done.mode_set));
+    }
+    Ok(())
+}
+
+/// Writes a run: its aligned middle directly, its unaligned edges (and all of it if direct
+/// writes are refused) through the page cache.
+fn write_run(open: &OpenFile, run: &Run, shared: &Shared) -> io::Result<()> {
+    let bytes = run.buf.bytes();
+    let (from, to) = (run.lead, run.lead + run.len);
+    let mid_from = from.next_multiple_of(ALIGN).min(to);
+    let mid_to = (to / ALIGN * ALIGN).max(mid_from);
+    // Buffer position p holds the byte for file offset `base + p`.
+    let base = run.offset - run.lead as u64;
+    let buffered = |a: usize, b: usize| -> io::Result<()> {
+        if a < b {
+            open.file.write_all_at(&bytes[a..b], base + a as u64)?;
+        }
+        Ok(())
+    };
+    let direct_done = match &open.direct {
+        Some(direct) if mid_from < mid_to && !shared.direct_refused.load(Ordering::Relaxed) => {
+            match direct.write_all_at(&bytes[mid_from..mid_to], base + mid_from as u64) {
+                Ok(()) => true,
+                // Refused by this file system (alignment rules stricter than ALIGN, no
+                // direct I/O): the rest of the restore goes through the page cache.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    shared.direct_refused.store(true, Ordering::Relaxed);
+                    false
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        _ => false,
+    };
+    if direct_done {
+        buffered(from, mid_from)?;
+        buffered(mid_to, to)
+    } else {
+        buffered(from, to)
+    }
+}
+
+/// Owner (if given), mode, xattrs and times of an open file or directory; failures are
+/// warnings. `mode_set` is the object's mode if known: it is changed only if the entry's
+/// differs, or after a change of owner (which clears set-user-ID and set-group-ID bits).
+pub(crate) fn apply_fd_meta(
+    counters: &Counters,
+    fd: BorrowedFd<'_>,
+    entry: &Entry,
+    owner: Option<(u32, u32)>,
+    mode_set: Option<u32>,
+) {
+    let warn = |what: &str, e: io::Error| {
+        counters.warn(format!(
+            "cannot restore the {what} of {}: {e}",
+            text(&entry.path)
+        ));
+    };
+    if let Some((uid, gid)) = owner
+        && let Err(e) = platform::chown_fd(fd, uid, gid)
+    {
+        warn("owner", e);
+    }
+    let mode = entry.mode & 0o7777;
+    if (mode_set != Some(mode) || owner.is_some())
+        && let Err(e) = platform::chmod_fd(fd, mode)
+    {
+        warn("mode", e);
+    }
+    for (k, v) in &entry.xattrs {
+        if let Err(e) = platform::set_xattr_fd(fd, k, v) {
+            warn(&format!("attribute {}", text(k)), e);
+        }
+    }
+    if let Err(e) = platform::set_times_fd(fd, entry.atime_ns, entry.mtime_ns) {
+        warn("times", e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    fn entry(path: &str, size: u64, mode: u32, mtime_ns: i64) -> Entry {
+        let mut e = Entry::new(path.as_bytes().to_vec(), abri_store::EntryKind::File);
+        e.size = size;
+        e.mode = mode;
+        e.mtime_ns = mtime_ns;
+        e.atime_ns = mtime_ns;
+        e
+    }
+
+    fn done(mode_set: u32, data_end: u64) -> FileDone {
+        FileDone {
+            owner: None,
+            mode_set,
+            data_end,
+        }
+    }
+
+    fn pattern(n: usize, seed: u8) -> Arc<Vec<u8>> {
+        Arc::new(
+            (0..n)
+                .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 12) as u8 ^ seed)
+                .collect(),
+        )
+    }
+
+    /// Creates `name` in `dir` as the restorer does, direct when asked and possible.
+    fn create(dir: &Path, name: &str, direct: bool) -> (File, Option<File>) {
+        let fd = platform::open_dir_at(None, dir.as_os_str().as_encoded_bytes()).unwrap();
+        let file = platform::create_file_at(fd.as_fd(), name.as_bytes(), 0o600).unwrap();
+        let direct = direct
+            .then(|| platform::reopen_direct_at(fd.as_fd(), name.as_bytes(), &file))
+            .flatten();
+        (file, direct)
+    }
+
+    /// Extents of every shape (unaligned starts and ends, runs that fill and overflow a
+    /// run buffer, a hole, a piece at the very end), written through a feed, in a file
+    /// sized past its last byte; the file must hold exactly the expected bytes.
+    fn round_trip(direct: bool) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, direct) = create(dir.path(), "f", direct);
+        let was_direct = direct.is_some();
+        let size = 13 * (1 << 20) + 777;
+        let mut expected = vec![0u8; size];
+        let counters = Counters::default();
+        let open = OpenFile::new(
+            file,
+            direct,
+            entry("f", size as u64, 0o640, 1_500_000_000_000_000_000),
+            done(0o600, size as u64),
+        );
+        let big = pattern(5 << 20, 1);
+        let small = pattern(10_001, 2);
+        // (chunk, start, end, offset)
+        let mut extents: Vec<(&Arc<Vec<u8>>, usize, usize, u64)> = vec![
+            (&small, 0, 10_001, 0),
+            (&big, 3, 5 << 20, 10_001),
+            (&small, 100, 9_000, 10_001 + (5 << 20) - 3),
+        ];
+        // A hole, then an unaligned start, then a piece ending at the file's end.
+        let after_hole = 10_001 + (5 << 20) - 3 + 8_900 + 123_457;
+        extents.push((&big, 0, 4 << 20, after_hole as u64));
+        let tail_at = size - 5_000;
+        extents.push((&small, 0, 5_000, tail_at as u64));
+        let mut bytes = 0;
+        run_with_writers(&counters, |w| {
+            let mut feed = FileFeed::new(w, open);
+            for (chunk, start, end, offset) in &extents {
+                feed.push(chunk, *start, *end, *offset).unwrap();
+                let at = *offset as usize;
+                expected[at..at + end - start].copy_from_slice(&chunk[*start..*end]);
+                bytes += end - start;
+            }
+            feed.finish()
+        })
+        .unwrap();
+        let path = dir.path().join("f");
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), size);
+        assert!(
+            got == expected,
+            "restored bytes differ (direct: {was_direct})"
+        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(meta.mtime(), 1_500_000_000);
+        assert_eq!(counters.bytes_scanned.load(Ordering::Relaxed), bytes as u64);
+        assert_eq!(counters.warnings.load(Ordering::Relaxed), 0);
+        was_direct
+    }
+
+    #[test]
+    fn a_file_written_directly_has_exactly_its_bytes() {
+        // /tmp may refuse O_DIRECT (tmpfs before Linux 6.6): then this checks the buffered
+        // path twice, which the test after this one covers anyway.
+        if !round_trip(true) {
+            eprintln!("O_DIRECT refused under {:?}", std::env::temp_dir());
+        }
+    }
+
+    #[test]
+    fn a_file_written_through_the_page_cache_has_exactly_its_bytes() {
+        assert!(!round_trip(false));
+    }
+
+    /// Restores one file of `size` bytes whose data is `data` at 0, created 0o600, whose
+    /// entry says `mode`; returns its size and mode.
+    fn restore_one(data: &[u8], size: u64, mode: u32, told: FileDone) -> (u64, u32) {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, _) = create(dir.path(), "f", false);
+        let counters = Counters::default();
+        run_with_writers(&counters, |w| {
+            let mut feed = FileFeed::new(
+                w,
+                OpenFile::new(file, None, entry("f", size, mode, 0), told),
+            );
+            if !data.is_empty() {
+                feed.push(&Arc::new(data.to_vec()), 0, data.len(), 0)?;
+            }
+            feed.finish()
+        })
+        .unwrap();
+        let meta = std::fs::metadata(dir.path().join("f")).unwrap();
+        (meta.len(), meta.permissions().mode() & 0o7777)
+    }
+
+    #[test]
+    fn a_file_is_sized_when_its_data_ends_before_its_size() {
+        // A hole at the end.
+        assert_eq!(restore_one(b"abc", 10_000, 0o600, done(0o600, 3)).0, 10_000);
+        // All hole.
+        assert_eq!(restore_one(b"", 123, 0o600, done(0o600, 0)).0, 123);
+        // Data to the end: nothing to change.
+        assert_eq!(restore_one(b"abc", 3, 0o600, done(0o600, 3)).0, 3);
+    }
+
+    #[test]
+    fn the_mode_is_set_unless_the_file_was_created_with_it() {
+        // Created 0o600 (as if the umask had taken bits away): the entry's mode is set.
+        assert_eq!(restore_one(b"x", 1, 0o640, done(0o600, 1)).1, 0o640);
+        // Special bits are never given at creation: always set.
+        assert_eq!(restore_one(b"x", 1, 0o4700, done(0o700, 1)).1, 0o4700);
+        // Said to be created with its mode: not set again (the file, really 0o600, shows
+        // that no chmod happened).
+        assert_eq!(restore_one(b"x", 1, 0o640, done(0o640, 1)).1, 0o600);
+    }
+
+    #[test]
+    fn small_files_are_not_written_directly() {
+        let writers_size = DIRECT_MIN - 1;
+        let shared = Arc::new(Shared::default());
+        let (tx, _rx) = bounded(1);
+        let (_ftx, frx) = bounded(1);
+        let w = Writers {
+            queue: tx,
+            free_runs: frx,
+            runs_made: AtomicUsize::new(0),
+            shared: shared.clone(),
+        };
+        assert!(!w.wants_direct(writers_size));
+        assert!(w.wants_direct(DIRECT_MIN));
+        shared.direct_refused.store(true, Ordering::Relaxed);
+        assert!(!w.wants_direct(DIRECT_MIN), "not after a refusal");
+    }
+
+    #[test]
+    fn the_direct_descriptor_must_name_the_created_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = platform::open_dir_at(None, dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        let file = platform::create_file_at(fd.as_fd(), b"f", 0o600).unwrap();
+        // Replaced between creation and the second open.
+        std::fs::write(dir.path().join("other"), b"x").unwrap();
+        std::fs::rename(dir.path().join("other"), dir.path().join("f")).unwrap();
+        assert!(platform::reopen_direct_at(fd.as_fd(), b"f", &file).is_none());
+        // A symlink in its place is not followed either.
+        std::fs::remove_file(dir.path().join("f")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("f")).unwrap();
+        assert!(platform::reopen_direct_at(fd.as_fd(), b"f", &file).is_none());
+    }
+
+    #[test]
+    fn a_write_error_stops_the_restore_and_is_the_error_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read-only");
+        std::fs::write(&path, b"").unwrap();
+        // Opened for reading only: every write to it fails.
+        let file = File::open(&path).unwrap();
+        let open = OpenFile::new(
+            file,
+            None,
+            entry("a/read-only", 10, 0o600, 0),
+            done(0o600, 10),
+        );
+        let counters = Counters::default();
+        let mut saw_stop = false;
+        let result: Result<(), RestoreError> = run_with_writers(&counters, |w| {
+            let mut feed = FileFeed::new(w, open);
+            feed.push(&Arc::new(vec![7; 10]), 0, 10, 0).unwrap();
+            feed.finish().unwrap();
+            for _ in 0..10_000 {
+                if w.stopped() {
+                    saw_stop = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // Once stopped, nothing more is queued.
+            let (other, _) = create(dir.path(), "other", false);
+            let b = OpenFile::new(other, None, entry("b", 0, 0o600, 0), done(0o600, 0));
+            let mut feed = FileFeed::new(w, b);
+            assert!(feed.push(&Arc::new(vec![1]), 0, 1, 0).is_err() || feed.finish().is_err());
+            Err(RestoreError::WritersStopped)
+        });
+        assert!(saw_stop, "the restorer learns of the failure");
+        match result {
+            Err(RestoreError::Io { path, .. }) => assert_eq!(path, "a/read-only"),
+            other => panic!("expected the writer's error, got {other:?}"),
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_writer_failure_wins_over_a_restore_that_went_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        std::fs::write(&path, b"").unwrap();
+        let open = OpenFile::new(
+            File::open(&path).unwrap(),
+            None,
+            entry("ro", 1, 0o600, 0),
+            done(0o600, 1),
+        );
+        let counters = Counters::default();
+        let result = run_with_writers(&counters, |w| {
+            let mut feed = FileFeed::new(w, open);
+            feed.push(&Arc::new(vec![1]), 0, 1, 0)?;
+            feed.finish()?;
+            Ok(42)
+        });
+        assert!(matches!(result, Err(RestoreError::Io { .. })), "{result:?}");
+    }
+}
