@@ -166,7 +166,9 @@ impl<T: Clone> ChunkCache<T> {
 
 /// The chunks a restore of `files` (each file's extents in catalog order) asks its source
 /// for, in order: every extent's chunk unless [`ChunkCache`] still holds it.
-pub(crate) fn plan_of<'a>(files: impl IntoIterator<Item = &'a [abri_store::Extent]>) -> Vec<Digest> {
+pub(crate) fn plan_of<'a>(
+    files: impl IntoIterator<Item = &'a [abri_store::Extent]>,
+) -> Vec<Digest> {
     let mut cache = ChunkCache::new();
     let mut plan = Vec::new();
     for extents in files {

@@ -14,10 +14,10 @@
 //! This file holds what both systems share and the Unix restorer; the Windows restorer
 //! (`platform/windows/restore.rs`) keeps the same rules with Windows handles and metadata.
 
+pub(crate) use crate::prefetch::ChunkCache;
 #[cfg(unix)]
 use abri_store::Entry;
 use abri_store::{CatalogReader, ChunkSource, Digest, EntryKind};
-pub(crate) use crate::prefetch::ChunkCache;
 #[cfg(unix)]
 use std::collections::HashMap;
 #[cfg(unix)]
