@@ -14,7 +14,6 @@
 //! This file holds what both systems share and the Unix restorer; the Windows restorer
 //! (`platform/windows/restore.rs`) keeps the same rules with Windows handles and metadata.
 
-pub(crate) use crate::prefetch::ChunkCache;
 #[cfg(unix)]
 use abri_store::Entry;
 use abri_store::{CatalogReader, ChunkSource, Digest, EntryKind};
@@ -36,6 +35,8 @@ use std::sync::atomic::Ordering;
 use crate::platform;
 #[cfg(windows)]
 use crate::platform::windows::restore::restore_from;
+#[cfg(unix)]
+use crate::prefetch::ChunkCache;
 use crate::progress::Counters;
 #[cfg(unix)]
 use crate::restore_writers::{FileDone, FileFeed, OpenFile, Writers, apply_fd_meta};
@@ -117,6 +118,12 @@ pub(crate) fn is_under(path: &[u8], ancestor: &[u8]) -> bool {
 
 pub(crate) fn text(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
+}
+
+/// The warning for a piece of metadata (`what`) of the entry at `path` that could not be
+/// restored.
+pub(crate) fn warn_io(counters: &Counters, what: &str, path: &[u8], e: std::io::Error) {
+    counters.warn(format!("cannot restore the {what} of {}: {e}", text(path)));
 }
 
 pub(crate) fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
@@ -452,10 +459,7 @@ impl<S: ChunkSource> Restorer<'_, S> {
     }
 
     fn warn_io(&self, what: &str, entry: &Entry, e: std::io::Error) {
-        self.counters.warn(format!(
-            "cannot restore the {what} of {}: {e}",
-            text(&entry.path)
-        ));
+        warn_io(self.counters, what, &entry.path, e);
     }
 
     fn owner(&self, entry: &Entry) -> (u32, u32) {

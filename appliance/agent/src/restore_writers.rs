@@ -27,9 +27,10 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use crate::image::writeout::{ALIGN, AlignedBuf, RUN_BYTES, write_direct};
 use crate::platform;
 use crate::progress::Counters;
-use crate::restore::{RestoreError, text};
+use crate::restore::{RestoreError, text, warn_io};
 
 /// Threads writing restored bytes into files.
 const WRITERS: usize = 2;
@@ -38,11 +39,6 @@ const WRITERS: usize = 2;
 const QUEUE: usize = 8;
 /// Files this large are written directly, around the page cache.
 pub(crate) const DIRECT_MIN: u64 = 256 << 10;
-/// Alignment of direct writes: offset, length and memory (covers 512-byte and 4 KiB
-/// sectors and every common file system block).
-const ALIGN: usize = 4096;
-/// Bytes a run buffer holds, a multiple of [`ALIGN`].
-const RUN_BYTES: usize = 4 << 20;
 /// Run buffers at most: direct writes hold at most `RUNS` × [`RUN_BYTES`] of memory.
 const RUNS: usize = 6;
 
@@ -94,33 +90,11 @@ impl OpenFile {
     }
 }
 
-/// A buffer of [`RUN_BYTES`] usable bytes starting at an [`ALIGN`]ed address.
-struct RunBuf {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl RunBuf {
-    fn new() -> Self {
-        let buf = vec![0u8; RUN_BYTES + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
-        RunBuf { buf, start }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[self.start..self.start + RUN_BYTES]
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + RUN_BYTES]
-    }
-}
-
 /// Consecutive bytes of a file in a run buffer: `buf.bytes()[lead..lead + len]` go to
 /// `offset`, with `lead = offset % ALIGN`, so a position in the buffer is aligned exactly
 /// where its file offset is.
 struct Run {
-    buf: RunBuf,
+    buf: AlignedBuf,
     lead: usize,
     len: usize,
     offset: u64,
@@ -147,15 +121,22 @@ struct Job {
 }
 
 /// What the writers share with the restorer.
-#[derive(Default)]
 struct Shared {
     stopped: AtomicBool,
-    /// Set when a direct write is refused: the rest goes through the page cache.
-    direct_refused: AtomicBool,
+    /// Cleared when a direct write is refused: the rest goes through the page cache.
+    direct_ok: AtomicBool,
     failure: Mutex<Option<RestoreError>>,
 }
 
 impl Shared {
+    fn new() -> Self {
+        Shared {
+            stopped: AtomicBool::new(false),
+            direct_ok: AtomicBool::new(true),
+            failure: Mutex::new(None),
+        }
+    }
+
     fn fail(&self, e: RestoreError) {
         let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
@@ -169,7 +150,7 @@ impl Shared {
 pub(crate) struct Writers {
     queue: Sender<Job>,
     /// Run buffers the writers gave back.
-    free_runs: Receiver<RunBuf>,
+    free_runs: Receiver<AlignedBuf>,
     /// Run buffers made so far (at most [`RUNS`]; a restore of small files makes none).
     runs_made: AtomicUsize,
     shared: Arc<Shared>,
@@ -184,7 +165,7 @@ impl Writers {
 
     /// Whether a file of `size` bytes should be written directly.
     pub(crate) fn wants_direct(&self, size: u64) -> bool {
-        size >= DIRECT_MIN && !self.shared.direct_refused.load(Ordering::Relaxed)
+        size >= DIRECT_MIN && self.shared.direct_ok.load(Ordering::Relaxed)
     }
 
     fn send(&self, job: Job) -> Result<(), RestoreError> {
@@ -196,7 +177,7 @@ impl Writers {
 
     /// A run buffer: a free one, a new one while fewer than [`RUNS`] exist, or the next one
     /// a writer gives back.
-    fn run_buf(&self) -> Result<RunBuf, RestoreError> {
+    fn run_buf(&self) -> Result<AlignedBuf, RestoreError> {
         if self.stopped() {
             return Err(RestoreError::WritersStopped);
         }
@@ -205,7 +186,7 @@ impl Writers {
         }
         if self.runs_made.load(Ordering::Relaxed) < RUNS {
             self.runs_made.fetch_add(1, Ordering::Relaxed);
-            return Ok(RunBuf::new());
+            return Ok(AlignedBuf::new(RUN_BYTES));
         }
         self.free_runs
             .recv()
@@ -284,7 +265,7 @@ impl<'w> FileFeed<'w> {
             };
             let at = run.lead + run.len;
             let n = bytes.len().min(RUN_BYTES - at);
-            run.buf.bytes_mut()[at..at + n].copy_from_slice(&bytes[..n]);
+            run.buf.as_mut_slice()[at..at + n].copy_from_slice(&bytes[..n]);
             run.len += n;
             bytes = &bytes[n..];
             offset += n as u64;
@@ -318,9 +299,9 @@ pub(crate) fn run_with_writers<R>(
     counters: &Counters,
     restore: impl FnOnce(&Writers) -> Result<R, RestoreError>,
 ) -> Result<R, RestoreError> {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new());
     let (tx, rx) = bounded::<Job>(QUEUE);
-    let (free_tx, free_rx) = bounded::<RunBuf>(RUNS);
+    let (free_tx, free_rx) = bounded::<AlignedBuf>(RUNS);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..WRITERS)
             .map(|_| {
@@ -410,7 +391,7 @@ fn do_job(job: &Job, shared: &Shared, counters: &Counters) -> Result<(), Restore
 /// Writes a run: its aligned middle directly, its unaligned edges (and all of it if direct
 /// writes are refused) through the page cache.
 fn write_run(open: &OpenFile, run: &Run, shared: &Shared) -> io::Result<()> {
-    let bytes = run.buf.bytes();
+    let bytes = run.buf.as_slice();
     let (from, to) = (run.lead, run.lead + run.len);
     let mid_from = from.next_multiple_of(ALIGN).min(to);
     let mid_to = (to / ALIGN * ALIGN).max(mid_from);
@@ -423,18 +404,12 @@ fn write_run(open: &OpenFile, run: &Run, shared: &Shared) -> io::Result<()> {
         Ok(())
     };
     let direct_done = match &open.direct {
-        Some(direct) if mid_from < mid_to && !shared.direct_refused.load(Ordering::Relaxed) => {
-            match direct.write_all_at(&bytes[mid_from..mid_to], base + mid_from as u64) {
-                Ok(()) => true,
-                // Refused by this file system (alignment rules stricter than ALIGN, no
-                // direct I/O): the rest of the restore goes through the page cache.
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    shared.direct_refused.store(true, Ordering::Relaxed);
-                    false
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        Some(direct) if mid_from < mid_to => write_direct(
+            direct,
+            &bytes[mid_from..mid_to],
+            base + mid_from as u64,
+            &shared.direct_ok,
+        )?,
         _ => false,
     };
     if direct_done {
@@ -455,12 +430,7 @@ pub(crate) fn apply_fd_meta(
     owner: Option<(u32, u32)>,
     mode_set: Option<u32>,
 ) {
-    let warn = |what: &str, e: io::Error| {
-        counters.warn(format!(
-            "cannot restore the {what} of {}: {e}",
-            text(&entry.path)
-        ));
-    };
+    let warn = |what: &str, e: io::Error| warn_io(counters, what, &entry.path, e);
     if let Some((uid, gid)) = owner
         && let Err(e) = platform::chown_fd(fd, uid, gid)
     {
@@ -638,7 +608,7 @@ mod tests {
     #[test]
     fn small_files_are_not_written_directly() {
         let writers_size = DIRECT_MIN - 1;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new());
         let (tx, _rx) = bounded(1);
         let (_ftx, frx) = bounded(1);
         let w = Writers {
@@ -649,7 +619,7 @@ mod tests {
         };
         assert!(!w.wants_direct(writers_size));
         assert!(w.wants_direct(DIRECT_MIN));
-        shared.direct_refused.store(true, Ordering::Relaxed);
+        shared.direct_ok.store(false, Ordering::Relaxed);
         assert!(!w.wants_direct(DIRECT_MIN), "not after a refusal");
     }
 

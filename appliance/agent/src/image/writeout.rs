@@ -27,6 +27,48 @@ pub const ALIGN: usize = 4096;
 /// Largest run gathered before it is written.
 pub const RUN_BYTES: usize = 4 << 20;
 
+/// A buffer of `len` usable bytes starting at an [`ALIGN`]ed address, as direct writes
+/// need (file restores use it too).
+pub struct AlignedBuf {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize) -> Self {
+        let buf = vec![0u8; len + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        AlignedBuf { buf, start, len }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Writes `bytes` at `offset` through the direct descriptor `direct` while `ok` holds:
+/// `Ok(true)` when written, `Ok(false)` when direct writes are (or were earlier) refused,
+/// and the caller writes through the page cache. A refusal (alignment rules stricter than
+/// [`ALIGN`], a file system without direct I/O) clears `ok` for the rest of the restore.
+pub fn write_direct(direct: &File, bytes: &[u8], offset: u64, ok: &AtomicBool) -> io::Result<bool> {
+    if !ok.load(Ordering::Relaxed) {
+        return Ok(false);
+    }
+    match write_all_at(direct, bytes, offset) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            ok.store(false, Ordering::Relaxed);
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The opened target: the file (or device) and, where it could be opened so, the same
 /// file for direct writes.
 pub struct Target {
@@ -59,17 +101,9 @@ impl Target {
             && (bytes.as_ptr() as usize).is_multiple_of(ALIGN);
         if let Some(direct) = &self.direct
             && aligned
-            && self.direct_ok.load(Ordering::Relaxed)
+            && write_direct(direct, bytes, offset, &self.direct_ok)?
         {
-            match write_all_at(direct, bytes, offset) {
-                Ok(()) => return Ok(()),
-                // Refused for this target (alignment rules stricter than ALIGN, a file
-                // system without direct I/O): write through the page cache from now on.
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    self.direct_ok.store(false, Ordering::Relaxed);
-                }
-                Err(e) => return Err(e),
-            }
+            return Ok(());
         }
         write_all_at(&self.file, bytes, offset)
     }
@@ -80,22 +114,17 @@ pub struct RunWriter<'a> {
     target: &'a Target,
     /// Serialises the writes of all workers (see `write_segment`).
     turn: &'a Mutex<()>,
-    buf: Vec<u8>,
-    /// Where the aligned part of `buf` starts.
-    start: usize,
+    buf: AlignedBuf,
     len: usize,
     offset: u64,
 }
 
 impl<'a> RunWriter<'a> {
     pub fn new(target: &'a Target, turn: &'a Mutex<()>) -> Self {
-        let buf = vec![0u8; RUN_BYTES + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
         RunWriter {
             target,
             turn,
-            buf,
-            start,
+            buf: AlignedBuf::new(RUN_BYTES),
             len: 0,
             offset: 0,
         }
@@ -123,8 +152,8 @@ impl<'a> RunWriter<'a> {
         if self.len == 0 {
             self.offset = offset;
         }
-        let at = self.start + self.len;
-        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
+        let at = self.len;
+        self.buf.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
         Ok(())
     }
@@ -134,7 +163,7 @@ impl<'a> RunWriter<'a> {
         if self.len == 0 {
             return Ok(());
         }
-        let run = &self.buf[self.start..self.start + self.len];
+        let run = &self.buf.as_slice()[..self.len];
         // The guarded value is (): a panic elsewhere cannot leave it inconsistent.
         let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
         let result = self
@@ -151,16 +180,10 @@ fn at(e: io::Error, len: usize, offset: u64) -> io::Error {
     io::Error::new(e.kind(), format!("writing {len} bytes at {offset}: {e}"))
 }
 
-#[cfg(unix)]
-fn same_file(a: &File, b: &File) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (a.metadata(), b.metadata()) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
+#[cfg(target_os = "linux")]
+use crate::platform::same_file;
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn same_file(_a: &File, _b: &File) -> bool {
     false
 }

@@ -250,7 +250,6 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result
 /// `None` if the file system refuses them or `name` no longer names `file` (same device and
 /// inode), so a name replaced in between never receives the writes.
 pub fn reopen_direct_at(dir: BorrowedFd<'_>, name: &[u8], file: &File) -> Option<File> {
-    use std::os::unix::fs::MetadataExt;
     let c = cstr(name).ok()?;
     // SAFETY: as in open_dir_at.
     let fd = unsafe {
@@ -261,8 +260,17 @@ pub fn reopen_direct_at(dir: BorrowedFd<'_>, name: &[u8], file: &File) -> Option
         )
     };
     let direct = File::from(owned(fd).ok()?);
-    let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
-    (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
+    same_file(file, &direct).then_some(direct)
+}
+
+/// Whether two descriptors name the same file (device and inode); `false` if either
+/// cannot be asked.
+pub fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// This process's file mode creation mask, read from `/proc/self/status` (reading it with

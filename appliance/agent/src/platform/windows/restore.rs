@@ -38,10 +38,9 @@ use super::metadata::{SECURITY_PARTS, ns_to_filetime};
 use super::win::check;
 use crate::platform::reparse::{self, Link};
 use crate::platform::winpath;
+use crate::prefetch::ChunkCache;
 use crate::progress::Counters;
-use crate::restore::{
-    ChunkCache, RestoreError, RestoreOptions, RestoreReport, is_under, split_parent, text,
-};
+use crate::restore::{RestoreError, RestoreOptions, RestoreReport, is_under, split_parent, text};
 
 /// Attributes a restore sets (the others describe the object and follow from its kind).
 const SETTABLE_ATTRIBUTES: u32 = fs::FILE_ATTRIBUTE_READONLY
@@ -384,10 +383,7 @@ impl<S: ChunkSource> Restorer<'_, S> {
     }
 
     fn warn_io(&self, what: &str, entry: &Entry, e: io::Error) {
-        self.counters.warn(format!(
-            "cannot restore the {what} of {}: {e}",
-            text(&entry.path)
-        ));
+        crate::restore::warn_io(self.counters, what, &entry.path, e);
     }
 
     /// Times, attributes and security descriptor through `file` (at `path`).
