@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from filemode_support import verify_store
 from imagemode_support import (CHUNK, KiB, MiB, allocated_bytes, chunks_touched, im,  # noqa: F401
                                image_backup, make_raw_disk, restore_image, scatter_writes,
-                               sha256)
+                               sh, sha256)
 
 
 def test_raw_image_file_round_trip_and_incremental(im):
@@ -81,3 +83,28 @@ def test_raw_image_file_round_trip_and_incremental(im):
     assert fifth["snapshot"]["images"][0]["read"] == "allocated", fifth["snapshot"]
     assert fifth["bytes_read"] > 0 and fifth["stats"]["new_chunks"] <= 2, fifth
     verify_store(im.box)
+
+
+def test_a_file_target_without_room_is_refused_before_data_is_written(im):
+    """The restore allocates each segment's data ranges before it fetches their chunks, so
+    a file system too small for the image's data fails at once, with a clear message."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = im.tmp / "disk.img"
+    make_raw_disk(disk, seed=4)
+    im.image_plan(disk)
+    agent = im.agent()
+    snap = image_backup(agent)["snapshot"]
+
+    small = im.tmp / "small"
+    small.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", small)
+    try:
+        target = small / "disk.img"
+        p = restore_image(agent, snap["id"], target, check=False)
+        said = p.stdout + p.stderr
+        assert p.returncode != 0 and "no room" in said, said
+        with open(target, "rb") as f:
+            assert not any(f.read()), "no chunk data was written"
+    finally:
+        sh("umount", small)

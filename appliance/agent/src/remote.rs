@@ -95,6 +95,46 @@ impl HttpChunkSource {
             key,
         }
     }
+
+    fn failed(&self, reason: String) -> StoreError {
+        StoreError::Io {
+            action: "cannot fetch chunks from the box",
+            path: PathBuf::from(format!("snapshot {} chunks", self.snapshot)),
+            source: std::io::Error::other(reason),
+        }
+    }
+
+    /// The box's answer to one request for `digests`.
+    fn fetch(&self, digests: &[Digest]) -> Result<bytes::Bytes, StoreError> {
+        let hex = digests.iter().map(Digest::to_hex).collect();
+        self.handle
+            .block_on(self.client.snapshot_chunks(&self.snapshot, hex))
+            .map_err(|e| self.failed(e.to_string()))
+    }
+
+    /// The encoded chunks of `body`, checked to be the ones asked for, in order.
+    fn frames<'b>(&self, body: &'b [u8], digests: &[Digest]) -> Result<Vec<&'b [u8]>, StoreError> {
+        let frames = batch::parse_frames(body).map_err(|e| self.failed(e.to_string()))?;
+        if frames.len() != digests.len() {
+            return Err(self.failed(format!(
+                "asked for {} chunks, the box sent {}",
+                digests.len(),
+                frames.len()
+            )));
+        }
+        frames
+            .into_iter()
+            .zip(digests)
+            .map(|((sent, encoded), asked)| {
+                if sent != *asked {
+                    return Err(
+                        self.failed(format!("asked for chunk {asked}, the box sent {sent}"))
+                    );
+                }
+                Ok(encoded)
+            })
+            .collect()
+    }
 }
 
 impl ChunkSource for HttpChunkSource {
@@ -112,37 +152,41 @@ impl ChunkSource for HttpChunkSource {
 
     /// One request for all of `digests`, each verified; the box must answer exactly them.
     fn read_chunks(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let what = || PathBuf::from(format!("snapshot {} chunks", self.snapshot));
-        let failed = |reason: String| StoreError::Io {
-            action: "cannot fetch chunks from the box",
-            path: what(),
-            source: std::io::Error::other(reason),
-        };
-        let hex = digests.iter().map(Digest::to_hex).collect();
-        let body = self
-            .handle
-            .block_on(self.client.snapshot_chunks(&self.snapshot, hex))
-            .map_err(|e| failed(e.to_string()))?;
-        let frames = batch::parse_frames(&body).map_err(|e| failed(e.to_string()))?;
-        if frames.len() != digests.len() {
-            return Err(failed(format!(
-                "asked for {} chunks, the box sent {}",
+        let body = self.fetch(digests)?;
+        self.frames(&body, digests)?
+            .into_iter()
+            .zip(digests)
+            .map(|(encoded, asked)| abri_store::decode_chunk(encoded, &self.key, asked))
+            .collect()
+    }
+
+    fn read_chunks_into(
+        &self,
+        digests: &[Digest],
+        lens: &[usize],
+        dest: &mut [u8],
+    ) -> Result<(), StoreError> {
+        if lens.len() != digests.len() || lens.iter().sum::<usize>() != dest.len() {
+            return Err(self.failed(format!(
+                "{} chunks asked for {} places in {} bytes",
                 digests.len(),
-                frames.len()
+                lens.len(),
+                dest.len()
             )));
         }
-        digests
-            .iter()
-            .zip(frames)
-            .map(|(asked, (sent, encoded))| {
-                if sent != *asked {
-                    return Err(failed(format!(
-                        "asked for chunk {asked}, the box sent {sent}"
-                    )));
-                }
-                abri_store::decode_chunk(encoded, &self.key, asked)
-            })
-            .collect()
+        let body = self.fetch(digests)?;
+        let mut rest = dest;
+        for ((encoded, asked), &len) in self
+            .frames(&body, digests)?
+            .into_iter()
+            .zip(digests)
+            .zip(lens)
+        {
+            let (slot, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            abri_store::decode_chunk_into(encoded, &self.key, asked, slot)?;
+            rest = tail;
+        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::{MAX_CHUNK_LEN, encode_chunk};
 use crate::chunker::{Chunker, ChunkerParams};
-use crate::error::{Result, StoreError};
+use crate::error::{ChunkDefect, Result, StoreError};
 use crate::key::{ChunkKey, Digest};
 
 /// Magic at the start of a catalog stream.
@@ -358,6 +358,47 @@ pub trait ChunkSource {
     fn read_chunks(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>> {
         digests.iter().map(|d| self.read_chunk(d)).collect()
     }
+
+    /// The verified raw bytes of several chunks, in order, placed one after the other in
+    /// `dest`: chunk `i` fills the next `lens[i]` bytes and must be exactly that long.
+    /// `dest` must be the sum of `lens` long. A source that decodes (a remote one) decodes
+    /// straight into place; the default copies. On an error `dest` must not be used.
+    fn read_chunks_into(&self, digests: &[Digest], lens: &[usize], dest: &mut [u8]) -> Result<()> {
+        let chunks = self.read_chunks(digests)?;
+        place_chunks(digests, &chunks, lens, dest)
+    }
+}
+
+/// The default of [`ChunkSource::read_chunks_into`]: `chunks` copied into place, each
+/// checked against its length.
+fn place_chunks(
+    digests: &[Digest],
+    chunks: &[Vec<u8>],
+    lens: &[usize],
+    dest: &mut [u8],
+) -> Result<()> {
+    if chunks.len() != lens.len() || digests.len() != lens.len() {
+        return Err(StoreError::InvalidCatalog {
+            reason: format!("{} chunks asked for {} places", chunks.len(), lens.len()),
+        });
+    }
+    let mut rest = dest;
+    for ((chunk, &len), digest) in chunks.iter().zip(lens).zip(digests) {
+        let n = len.min(rest.len());
+        let (slot, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        if chunk.len() != len || slot.len() != len {
+            return Err(StoreError::BadChunk {
+                digest: *digest,
+                defect: ChunkDefect::LengthMismatch {
+                    declared: u32::try_from(len).unwrap_or(u32::MAX),
+                    actual: chunk.len(),
+                },
+            });
+        }
+        slot.copy_from_slice(chunk);
+        rest = tail;
+    }
+    Ok(())
 }
 
 impl<T: ChunkSource + ?Sized> ChunkSource for &T {
@@ -367,6 +408,10 @@ impl<T: ChunkSource + ?Sized> ChunkSource for &T {
 
     fn read_chunks(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>> {
         (**self).read_chunks(digests)
+    }
+
+    fn read_chunks_into(&self, digests: &[Digest], lens: &[usize], dest: &mut [u8]) -> Result<()> {
+        (**self).read_chunks_into(digests, lens, dest)
     }
 }
 

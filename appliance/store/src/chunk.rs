@@ -99,6 +99,64 @@ fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// [`decode_chunk`] into `dest`, which must be exactly the chunk's raw length (a chunk of
+/// another length is refused before anything is decoded). Saves a restore that knows
+/// where each chunk goes a copy and an allocation per chunk. On an error, `dest` holds
+/// bytes that must not be used.
+pub fn decode_chunk_into(
+    bytes: &[u8],
+    key: &ChunkKey,
+    expected: &Digest,
+    dest: &mut [u8],
+) -> Result<()> {
+    let bad = |defect| StoreError::BadChunk {
+        digest: *expected,
+        defect,
+    };
+    let (codec, declared) = declared_len(bytes).map_err(bad)?;
+    if declared as usize != dest.len() {
+        return Err(bad(ChunkDefect::LengthMismatch {
+            declared,
+            actual: dest.len(),
+        }));
+    }
+    let payload = &bytes[CHUNK_HEADER_LEN..];
+    let written = if codec == CODEC_RAW {
+        if payload.len() == dest.len() {
+            dest.copy_from_slice(payload);
+        }
+        payload.len()
+    } else {
+        decompress_to(payload, dest).map_err(|e| bad(ChunkDefect::Decompress(e.to_string())))?
+    };
+    if written != dest.len() {
+        return Err(bad(ChunkDefect::LengthMismatch {
+            declared,
+            actual: written,
+        }));
+    }
+    let actual = key.digest(dest);
+    if actual != *expected {
+        return Err(bad(ChunkDefect::DigestMismatch(actual)));
+    }
+    Ok(())
+}
+
+/// One zstd frame decompressed into `dest` (never past its end), on this thread's context:
+/// the number of bytes written.
+fn decompress_to(payload: &[u8], dest: &mut [u8]) -> std::io::Result<usize> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress_to_buffer(payload, dest),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
 /// Decodes an encoded chunk, checks every header field, and refuses it unless its raw
 /// bytes hash (with `key`) to `expected`. Returns the raw bytes.
 pub fn decode_chunk(bytes: &[u8], key: &ChunkKey, expected: &Digest) -> Result<Vec<u8>> {
@@ -162,6 +220,62 @@ mod tests {
 
     fn key() -> ChunkKey {
         ChunkKey::from_bytes([3; 32])
+    }
+
+    /// The defect both decoders find in `bytes` (into a buffer of the declared length, or
+    /// of 4096 bytes when the header cannot be read); they must agree on its kind.
+    fn both(bytes: &[u8], key: &ChunkKey, expected: &Digest) -> ChunkDefect {
+        let found = defect(decode_chunk(bytes, key, expected));
+        let len = declared_len(bytes).map(|(_, n)| n as usize).unwrap_or(4096);
+        let mut dest = vec![0u8; len];
+        let into = match decode_chunk_into(bytes, key, expected, &mut dest) {
+            Err(StoreError::BadChunk { defect, .. }) => defect,
+            other => panic!("decode_chunk_into: expected BadChunk, got {other:?}"),
+        };
+        assert_eq!(
+            std::mem::discriminant(&found),
+            std::mem::discriminant(&into),
+            "{found:?} / {into:?}"
+        );
+        found
+    }
+
+    /// Decoding into place gives the bytes decoding gives, for both codecs, and refuses a
+    /// place of the wrong size before it decodes anything.
+    #[test]
+    fn decoding_into_place_matches_decoding() {
+        let compressible = vec![b'q'; 65536];
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..65536)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (x >> 56) as u8
+            })
+            .collect();
+        let mut codecs = Vec::new();
+        for raw in [compressible, random] {
+            let d = key().digest(&raw);
+            let encoded = encode_chunk(&raw, 3);
+            codecs.push(encoded[4]);
+            let mut dest = vec![0u8; raw.len()];
+            decode_chunk_into(&encoded, &key(), &d, &mut dest).unwrap();
+            assert_eq!(dest, raw);
+            assert_eq!(decode_chunk(&encoded, &key(), &d).unwrap(), raw);
+            for wrong in [raw.len() - 1, raw.len() + 1] {
+                let mut dest = vec![7u8; wrong];
+                assert!(matches!(
+                    decode_chunk_into(&encoded, &key(), &d, &mut dest),
+                    Err(StoreError::BadChunk {
+                        defect: ChunkDefect::LengthMismatch { .. },
+                        ..
+                    })
+                ));
+                assert!(dest.iter().all(|&b| b == 7), "nothing decoded");
+            }
+        }
+        assert_eq!(codecs, [CODEC_ZSTD, CODEC_RAW]);
     }
 
     fn defect(r: Result<Vec<u8>>) -> ChunkDefect {
@@ -255,47 +369,38 @@ mod tests {
         let good = encode_chunk(&raw, 1);
 
         assert_eq!(
-            defect(decode_chunk(&good[..5], &key(), &d)),
+            both(&good[..5], &key(), &d),
             ChunkDefect::TruncatedHeader(5)
         );
         let mut b = good.clone();
         b[0] = b'X';
-        assert_eq!(defect(decode_chunk(&b, &key(), &d)), ChunkDefect::BadMagic);
+        assert_eq!(both(&b, &key(), &d), ChunkDefect::BadMagic);
         let mut b = good.clone();
         b[4] = 9;
-        assert_eq!(
-            defect(decode_chunk(&b, &key(), &d)),
-            ChunkDefect::UnknownCodec(9)
-        );
+        assert_eq!(both(&b, &key(), &d), ChunkDefect::UnknownCodec(9));
         let mut b = good.clone();
         b[6] = 1;
-        assert_eq!(
-            defect(decode_chunk(&b, &key(), &d)),
-            ChunkDefect::ReservedNotZero
-        );
+        assert_eq!(both(&b, &key(), &d), ChunkDefect::ReservedNotZero);
         let mut b = good.clone();
         b[8..12].copy_from_slice(&(MAX_CHUNK_LEN as u32 + 1).to_le_bytes());
-        assert!(matches!(
-            defect(decode_chunk(&b, &key(), &d)),
-            ChunkDefect::TooLarge(_)
-        ));
+        assert!(matches!(both(&b, &key(), &d), ChunkDefect::TooLarge(_)));
         // Declared shorter than the frame decompresses to: zstd stops at capacity.
         let mut b = good.clone();
         b[8..12].copy_from_slice(&100u32.to_le_bytes());
         assert!(matches!(
-            defect(decode_chunk(&b, &key(), &d)),
+            both(&b, &key(), &d),
             ChunkDefect::Decompress(_) | ChunkDefect::LengthMismatch { .. }
         ));
         // Truncated payload.
         assert!(matches!(
-            defect(decode_chunk(&good[..good.len() - 2], &key(), &d)),
+            both(&good[..good.len() - 2], &key(), &d),
             ChunkDefect::Decompress(_) | ChunkDefect::LengthMismatch { .. }
         ));
         // Raw codec with a wrong length.
         let mut b = encode_chunk(b"abc", 1);
         b.push(b'd');
         assert_eq!(
-            defect(decode_chunk(&b, &key(), &key().digest(b"abc"))),
+            both(&b, &key(), &key().digest(b"abc")),
             ChunkDefect::LengthMismatch {
                 declared: 3,
                 actual: 4
@@ -304,12 +409,12 @@ mod tests {
         // Right bytes, wrong name.
         let other = key().digest(b"other");
         assert!(matches!(
-            defect(decode_chunk(&good, &key(), &other)),
+            both(&good, &key(), &other),
             ChunkDefect::DigestMismatch(x) if x == d
         ));
         // Another store's key.
         assert!(matches!(
-            defect(decode_chunk(&good, &ChunkKey::from_bytes([4; 32]), &d)),
+            both(&good, &ChunkKey::from_bytes([4; 32]), &d),
             ChunkDefect::DigestMismatch(_)
         ));
     }

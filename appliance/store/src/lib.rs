@@ -139,7 +139,10 @@ pub use catalog::{
     CatalogReader, CatalogWriter, ChunkSource, EncodedChunk, Entry, EntryKind, Extent,
     FinishedCatalog, WindowsMeta, path_cmp, validate_path,
 };
-pub use chunk::{CHUNK_HEADER_LEN, MAX_CHUNK_LEN, decode_chunk, encode_chunk, encode_chunk_into};
+pub use chunk::{
+    CHUNK_HEADER_LEN, MAX_CHUNK_LEN, decode_chunk, decode_chunk_into, encode_chunk,
+    encode_chunk_into,
+};
 pub use chunker::{Chunker, ChunkerParams};
 pub use error::{ChunkDefect, StoreError};
 pub use gc::{GcReport, gc};

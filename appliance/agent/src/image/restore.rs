@@ -161,14 +161,9 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
         .map_err(|e| ImageRestoreError::Failed(e.to_string()))?;
     let (file, device) = open_target(info, opts)?;
     let target = Target::new(file, &opts.target);
-    // Buffered writes to one file serialize on its inode lock, and the kernel spins for it:
-    // 8 threads writing at once spent a quarter of a restore's CPU spinning. The workers
-    // fetch and verify in parallel and take turns to write (see `writeout`); each keeps
-    // its run buffer for the whole restore.
-    let write_turn = Mutex::new(());
-    let mut runs: Vec<RunWriter<'_>> = (0..WORKERS)
-        .map(|_| RunWriter::new(&target, &write_turn))
-        .collect();
+    // The workers fetch, verify and write in parallel (see `writeout` for how writes
+    // share the target); each keeps its run buffer for the whole restore.
+    let mut runs: Vec<RunWriter<'_>> = (0..WORKERS).map(|_| RunWriter::new(&target)).collect();
     let mut report = ImageRestoreReport {
         image: info.name.clone(),
         size: info.size,
@@ -191,12 +186,19 @@ pub fn run_image_restore<S: ChunkSource + Sync>(
                 ImageRestoreError::Failed(format!("segment {seg} of {} is missing", info.name))
             })?;
         let base = seg * info.segment_size;
-        covered.extend(
+        let ranges = Ranges::from_unsorted(
             entry
                 .extents
                 .iter()
-                .map(|e| base + e.file_offset..base + e.file_offset + u64::from(e.len)),
+                .map(|e| base + e.file_offset..base + e.file_offset + u64::from(e.len))
+                .collect(),
         );
+        if !device {
+            target.preallocate(&ranges).map_err(|e| {
+                ImageRestoreError::Failed(format!("{}: {e}", opts.target.display()))
+            })?;
+        }
+        covered.extend(ranges.as_slice().iter().cloned());
         write_segment(source, &mut runs, base, &entry.extents, counters, &error)?;
         report.chunks += entry.extents.len() as u64;
         counters
@@ -302,6 +304,31 @@ fn write_batch<S: ChunkSource>(
     let mut wanted: Vec<Digest> = batch.iter().map(|e| e.digest).collect();
     wanted.sort_unstable_by_key(|d| d.0);
     wanted.dedup();
+    // The usual batch (every extent a whole chunk, none twice, all fitting the run buffer)
+    // is decoded straight into the run buffer: no copy, no buffer per chunk.
+    let total: usize = batch.iter().map(|e| e.len as usize).sum();
+    if !batch.is_empty()
+        && wanted.len() == batch.len()
+        && batch.iter().all(|e| e.chunk_offset == 0)
+        && let Some(space) = run.space(total)
+    {
+        let in_order: Vec<Digest> = batch.iter().map(|e| e.digest).collect();
+        let lens: Vec<usize> = batch.iter().map(|e| e.len as usize).collect();
+        source
+            .read_chunks_into(&in_order, &lens, space)
+            .map_err(|err| {
+                format!(
+                    "chunks {}…: {err}",
+                    wanted.first().map(Digest::to_hex).unwrap_or_default()
+                )
+            })?;
+        run.write_pieces(batch.iter().map(|e| (base + e.file_offset, e.len as usize)))
+            .map_err(|err| format!("cannot write the target: {err}"))?;
+        counters
+            .bytes_read
+            .fetch_add(total as u64, Ordering::Relaxed);
+        return Ok(());
+    }
     let chunks = source.read_chunks(&wanted).map_err(|err| {
         format!(
             "chunks {}…: {err}",

@@ -298,3 +298,35 @@ fn unchanged_catalog_parts_dedupe() {
     assert!(b.len() > 20);
     assert!(fresh <= 3, "{fresh} of {} catalog chunks changed", b.len());
 }
+
+/// The default `read_chunks_into` places each chunk after the one before, and refuses a
+/// chunk whose length is not its place's.
+#[test]
+fn chunks_are_placed_in_order_and_lengths_are_checked() {
+    let a = b"first chunk".to_vec();
+    let b = b"second".to_vec();
+    let (da, db) = (key().digest(&a), key().digest(&b));
+    let mem = Mem(HashMap::from([
+        (da, encode_chunk(&a, 3)),
+        (db, encode_chunk(&b, 3)),
+    ]));
+    let mut dest = vec![0u8; a.len() + b.len() + a.len()];
+    mem.read_chunks_into(&[da, db, da], &[a.len(), b.len(), a.len()], &mut dest)
+        .unwrap();
+    assert_eq!(dest, [a.clone(), b.clone(), a.clone()].concat());
+
+    let mut dest = vec![0u8; a.len() + b.len()];
+    let wrong = mem.read_chunks_into(&[da, db], &[a.len() + 1, b.len() - 1], &mut dest);
+    assert!(
+        matches!(
+            wrong,
+            Err(StoreError::BadChunk { digest, defect: ChunkDefect::LengthMismatch { .. } })
+                if digest == da
+        ),
+        "{wrong:?}"
+    );
+    assert!(
+        mem.read_chunks_into(&[da], &[a.len(), 1], &mut dest)
+            .is_err()
+    );
+}
