@@ -45,10 +45,11 @@ pub fn encode_chunk_into(raw: &[u8], level: i32, out: &mut Vec<u8>) {
     out.extend_from_slice(&[CODEC_ZSTD, 0, 0, 0]);
     out.extend_from_slice(&raw_len.to_le_bytes());
     let payload = out.len();
-    out.resize(payload + zstd::zstd_safe::compress_bound(raw.len()), 0);
-    match compress_into(raw, level, &mut out[payload..]) {
+    // Room for the worst case, left uninitialised: zstd writes the frame into it.
+    out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+    match compress_after(raw, level, out) {
         Some(n) if n < raw.len() => {
-            out.truncate(payload + n);
+            debug_assert_eq!(out.len(), payload + n);
             // Room for the worst case was reserved; a queued chunk should not keep it.
             if out.capacity() - out.len() > out.len() / 4 {
                 out.shrink_to_fit();
@@ -72,16 +73,20 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-/// `raw` as one zstd frame at `level` into `dest` (at least `compress_bound` long), on this
-/// thread's context: the frame's length, or `None` if zstd fails.
-fn compress_into(raw: &[u8], level: i32, dest: &mut [u8]) -> Option<usize> {
+/// `raw` as one zstd frame at `level` appended to `out` (in its spare capacity, which
+/// should hold `compress_bound` bytes), on this thread's context: the frame's length, or
+/// `None` if zstd fails (then `out` ends where it did or is truncated further by the caller).
+fn compress_after(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
             *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
         let (_, compressor) = slot.as_mut()?;
-        compressor.compress_to_buffer(raw, dest).ok()
+        let end = out.len() as u64;
+        let mut cursor = std::io::Cursor::new(out);
+        cursor.set_position(end);
+        compressor.compress_to_buffer(raw, &mut cursor).ok()
     })
 }
 
