@@ -46,7 +46,7 @@ pub(crate) fn link_new(path: &Path, bytes: &[u8]) -> Result<bool> {
         .write(true)
         .custom_flags(OFlag::O_TMPFILE.bits())
         .open(dir);
-    let mut file = match opened {
+    let file = match opened {
         Ok(f) => f,
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
@@ -59,8 +59,7 @@ pub(crate) fn link_new(path: &Path, bytes: &[u8]) -> Result<bool> {
         }
         Err(e) => return Err(StoreError::io("cannot create an unnamed file in", dir, e)),
     };
-    file.write_all(bytes)
-        .map_err(|e| StoreError::io("cannot write", path, e))?;
+    direct::write(&file, bytes).map_err(|e| StoreError::io("cannot write", path, e))?;
     let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
     match nix::unistd::linkat(
         AT_FDCWD,
@@ -72,6 +71,157 @@ pub(crate) fn link_new(path: &Path, bytes: &[u8]) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(Errno::EEXIST | Errno::ENOENT) => Ok(false),
         Err(e) => Err(StoreError::io("cannot link", path, e.into())),
+    }
+}
+
+/// Chunk files written around the page cache.
+///
+/// A backup writes gigabytes of chunks that the box will not read again soon (a restore
+/// comes days later, if ever). Through the page cache, every written page is first a
+/// freshly allocated page of memory, and filling those was most of the box's kernel time
+/// (on the bench machine, a VM whose host hands out guest memory on first touch: 3.1–3.7 s
+/// of system time per GiB written as 1 MiB files, 0.2 s with direct writes). So a chunk of
+/// [`direct::MIN`] or more has its aligned head written with `O_DIRECT` (switched on the
+/// unnamed file's descriptor with `fcntl`) from an aligned buffer, and its tail through the
+/// page cache. A file system that refuses direct I/O gets the whole chunk buffered. The
+/// store's fsync discipline is unchanged: `syncfs` before a commit covers both kinds.
+///
+/// Reading is the mirror image: a restore reads gigabytes of chunks once, so a chunk file
+/// of [`direct::MIN`] or more is read with `O_DIRECT` into an aligned buffer and copied
+/// out (reading it into fresh page-cache pages cost a restore 2.8 s of the box's CPU per
+/// GiB on the bench machine); the kernel writes back any of its pages still dirty first.
+#[cfg(target_os = "linux")]
+pub(crate) mod direct {
+    use std::fs::{File, OpenOptions};
+    use std::io::{self, Read};
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+    use crate::aligned::{ALIGN, AlignedBuf};
+
+    /// Chunks at least this long go direct; smaller ones (image chunks) are not worth it.
+    pub const MIN: usize = 256 << 10;
+    /// Size of the aligned buffers; a longer chunk is written in pieces of this size.
+    const PIECE: usize = 4 << 20;
+    /// Buffers kept between writes; more writers at once use buffers of their own.
+    const KEPT: usize = 4;
+
+    static BUFFERS: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
+
+    /// Writes `bytes` to the new, empty `file` from offset 0.
+    pub fn write(file: &File, bytes: &[u8]) -> io::Result<()> {
+        let head = if bytes.len() >= MIN {
+            bytes.len() / ALIGN * ALIGN
+        } else {
+            0
+        };
+        let done = if head > 0 && set_direct(file, true) {
+            let result = write_head(file, &bytes[..head]);
+            if !set_direct(file, false) {
+                return Err(io::Error::other("cannot switch direct I/O off again"));
+            }
+            match result {
+                Ok(()) => head,
+                // Alignment rules stricter than ALIGN: everything through the page cache.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => 0,
+                Err(e) => return Err(e),
+            }
+        } else {
+            0
+        };
+        file.write_all_at(&bytes[done..], done as u64)
+    }
+
+    /// The whole file at `path`; a long one read around the page cache.
+    pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlag::O_DIRECT.bits())
+            .open(path)
+        {
+            Ok(f) => f,
+            // A file system without direct I/O (tmpfs before Linux 6.6).
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return std::fs::read(path),
+            Err(e) => return Err(e),
+        };
+        let size = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::other("the chunk file is too large"))?;
+        if size < MIN {
+            if !set_direct(&file, false) {
+                return std::fs::read(path);
+            }
+            let mut out = Vec::with_capacity(size);
+            (&file).read_to_end(&mut out)?;
+            return Ok(out);
+        }
+        let mut buf = take_buffer();
+        let mut out = Vec::with_capacity(size);
+        let result = loop {
+            // Whole aligned pieces; the last read returns what is left of the file.
+            match file.read_at(buf.as_mut_slice(), out.len() as u64) {
+                Ok(0) => break Ok(()),
+                Ok(n) => out.extend_from_slice(&buf.as_slice()[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+            if !out.len().is_multiple_of(ALIGN) {
+                break Ok(());
+            }
+        };
+        give_back(buf);
+        match result {
+            Ok(()) => Ok(out),
+            // Alignment rules stricter than ALIGN: read it through the page cache.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => std::fs::read(path),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Switches `O_DIRECT` on or off; false when the file system refuses.
+    fn set_direct(file: &File, on: bool) -> bool {
+        let Ok(bits) = fcntl(file, FcntlArg::F_GETFL) else {
+            return false;
+        };
+        let mut flags = OFlag::from_bits_truncate(bits);
+        flags.set(OFlag::O_DIRECT, on);
+        fcntl(file, FcntlArg::F_SETFL(flags)).is_ok()
+    }
+
+    /// `head` (a multiple of [`ALIGN`] long) through an aligned buffer, piece by piece.
+    fn write_head(file: &File, head: &[u8]) -> io::Result<()> {
+        let mut buf = take_buffer();
+        let mut result = Ok(());
+        for (i, piece) in head.chunks(PIECE).enumerate() {
+            let out = &mut buf.as_mut_slice()[..piece.len()];
+            out.copy_from_slice(piece);
+            result = file.write_all_at(out, (i * PIECE) as u64);
+            if result.is_err() {
+                break;
+            }
+        }
+        give_back(buf);
+        result
+    }
+
+    /// A kept aligned buffer of [`PIECE`] bytes, or a new one.
+    fn take_buffer() -> AlignedBuf {
+        BUFFERS
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.pop())
+            .unwrap_or_else(|| AlignedBuf::new(PIECE))
+    }
+
+    /// Keeps `buf` for the next write or read, unless [`KEPT`] are kept already.
+    fn give_back(buf: AlignedBuf) {
+        if let Ok(mut kept) = BUFFERS.lock()
+            && kept.len() < KEPT
+        {
+            kept.push(buf);
+        }
     }
 }
 
@@ -105,5 +255,44 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"content");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(!link_new(&dir.path().join("no-such-dir/chunk"), b"x").unwrap());
+    }
+
+    /// Chunks of every length around the direct-I/O limits are written whole (short ones
+    /// buffered, long ones with a direct head, in pieces past 4 MiB, and a buffered tail)
+    /// and read back whole.
+    #[test]
+    fn chunk_files_of_every_length_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 7u64;
+        let data: Vec<u8> = (0..9 << 20)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (x >> 56) as u8
+            })
+            .collect();
+        let lens = [
+            0,
+            1,
+            direct::MIN - 1,
+            direct::MIN,
+            direct::MIN + 1,
+            (4 << 20) + 4096,
+            (9 << 20) - 3,
+        ];
+        for (i, len) in lens.into_iter().enumerate() {
+            let path = dir.path().join(format!("chunk{i}"));
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .unwrap();
+            direct::write(&file, &data[..len]).unwrap();
+            drop(file);
+            assert!(fs::read(&path).unwrap() == data[..len], "length {len}");
+            assert!(
+                direct::read(&path).unwrap() == data[..len],
+                "read back, length {len}"
+            );
+        }
     }
 }

@@ -118,6 +118,7 @@
 //!
 //! On-disk formats: `docs/formats.md` ("Backup store"). Durability: see [`store`].
 
+pub mod aligned;
 pub mod catalog;
 pub mod chunk;
 pub mod chunker;
@@ -135,6 +136,7 @@ pub mod store;
 mod testutil;
 pub mod verify;
 
+pub use aligned::{ALIGN, AlignedBuf};
 pub use catalog::{
     CatalogReader, CatalogWriter, ChunkSource, EncodedChunk, Entry, EntryKind, Extent,
     FinishedCatalog, WindowsMeta, path_cmp, validate_path,

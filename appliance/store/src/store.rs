@@ -8,8 +8,10 @@
 //! <root>/tmp/                  writes in progress; emptied by `open`
 //! ```
 //!
-//! Fsync discipline: a chunk is written to `tmp/` and renamed into place with no fsync (a
-//! backup writes thousands; fsyncing each would halve throughput on a disk). Durability
+//! Fsync discipline: a chunk is written as an unnamed file linked into place (on Linux;
+//! elsewhere to `tmp/` and renamed), large ones partly with direct I/O
+//! (`durable::direct`), with no fsync (a backup writes thousands; fsyncing each would
+//! halve throughput on a disk). Durability
 //! comes once per backup: [`ChunkStore::sync`] issues one `syncfs(2)` on the store's file
 //! system, and [`crate::commit_snapshot`] calls it before it writes the manifest (which
 //! itself is fsynced, renamed and its directory fsynced). So after a power cut, a chunk
@@ -265,7 +267,11 @@ impl ChunkStore {
     /// decodes and verifies them itself.
     pub fn read_encoded(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.chunk_path(digest);
-        fs::read(&path).map_err(|e| self.not_found_or(digest, &path, e))
+        #[cfg(target_os = "linux")]
+        let read = crate::durable::direct::read(&path);
+        #[cfg(not(target_os = "linux"))]
+        let read = fs::read(&path);
+        read.map_err(|e| self.not_found_or(digest, &path, e))
     }
 
     /// The size of a chunk's file (encoded bytes).

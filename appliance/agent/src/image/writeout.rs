@@ -32,35 +32,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::ranges::Ranges;
 use super::source::write_all_at;
 
-/// Alignment of direct writes: offset, length and memory. 4 KiB covers 512-byte and
-/// 4 KiB sectors and every common file system block.
-pub const ALIGN: usize = 4096;
+pub use abri_store::{ALIGN, AlignedBuf};
+
 /// Largest run gathered before it is written.
 pub const RUN_BYTES: usize = 4 << 20;
-
-/// A buffer of `len` usable bytes starting at an [`ALIGN`]ed address, as direct writes
-/// need (file restores use it too).
-pub struct AlignedBuf {
-    buf: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    pub fn new(len: usize) -> Self {
-        let buf = vec![0u8; len + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
-        AlignedBuf { buf, start, len }
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
-}
 
 /// Writes `bytes` at `offset` through the direct descriptor `direct` while `ok` holds:
 /// `Ok(true)` when written, `Ok(false)` when direct writes are (or were earlier) refused,
