@@ -377,9 +377,17 @@ fn place_chunks(
     lens: &[usize],
     dest: &mut [u8],
 ) -> Result<()> {
-    if chunks.len() != lens.len() || digests.len() != lens.len() {
+    if chunks.len() != lens.len()
+        || digests.len() != lens.len()
+        || lens.iter().sum::<usize>() != dest.len()
+    {
         return Err(StoreError::InvalidCatalog {
-            reason: format!("{} chunks asked for {} places", chunks.len(), lens.len()),
+            reason: format!(
+                "{} chunks asked for {} places in {} bytes",
+                chunks.len(),
+                lens.len(),
+                dest.len()
+            ),
         });
     }
     let mut rest = dest;

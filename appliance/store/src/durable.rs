@@ -160,15 +160,23 @@ pub(crate) mod direct {
         let mut buf = take_buffer();
         let mut out = Vec::with_capacity(size);
         let result = loop {
+            if out.len() >= size {
+                break Ok(());
+            }
+            if !out.len().is_multiple_of(ALIGN) {
+                // A short read before the end (some file systems do that): the rest
+                // through the page cache, where any offset will do.
+                if !set_direct(&file, false) {
+                    break Err(io::Error::other("cannot switch direct I/O off"));
+                }
+                break read_rest(&file, &mut out);
+            }
             // Whole aligned pieces; the last read returns what is left of the file.
             match file.read_at(buf.as_mut_slice(), out.len() as u64) {
                 Ok(0) => break Ok(()),
                 Ok(n) => out.extend_from_slice(&buf.as_slice()[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
-            }
-            if !out.len().is_multiple_of(ALIGN) {
-                break Ok(());
             }
         };
         give_back(buf);
@@ -177,6 +185,19 @@ pub(crate) mod direct {
             // Alignment rules stricter than ALIGN: read it through the page cache.
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => std::fs::read(path),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Appends the rest of `file`, from `out.len()` on, read through the page cache.
+    fn read_rest(file: &File, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut piece = vec![0u8; 64 << 10];
+        loop {
+            match file.read_at(&mut piece, out.len() as u64) {
+                Ok(0) => return Ok(()),
+                Ok(n) => out.extend_from_slice(&piece[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -276,6 +297,7 @@ mod tests {
             direct::MIN - 1,
             direct::MIN,
             direct::MIN + 1,
+            4 << 20,
             (4 << 20) + 4096,
             (9 << 20) - 3,
         ];

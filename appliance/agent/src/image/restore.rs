@@ -11,7 +11,9 @@
 //! files only: a disk is written from the file with a disk tool (docs/windows.md).
 
 use abri_proto::batch;
-use abri_store::{CatalogReader, ChunkSource, Digest, Extent, ImageInfo, segment_path};
+use abri_store::{
+    CatalogReader, ChunkDefect, ChunkSource, Digest, Extent, ImageInfo, StoreError, segment_path,
+};
 use crossbeam_channel::bounded;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -314,20 +316,28 @@ fn write_batch<S: ChunkSource>(
     {
         let in_order: Vec<Digest> = batch.iter().map(|e| e.digest).collect();
         let lens: Vec<usize> = batch.iter().map(|e| e.len as usize).collect();
-        source
-            .read_chunks_into(&in_order, &lens, space)
-            .map_err(|err| {
-                format!(
+        match source.read_chunks_into(&in_order, &lens, space) {
+            Ok(()) => {
+                run.write_pieces(batch.iter().map(|e| (base + e.file_offset, e.len as usize)))
+                    .map_err(|err| format!("cannot write the target: {err}"))?;
+                counters
+                    .bytes_read
+                    .fetch_add(total as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+            // An extent shorter than its chunk (a catalog this agent's backups never
+            // write, but a valid one): the general path below takes the prefix.
+            Err(StoreError::BadChunk {
+                defect: ChunkDefect::LengthMismatch { .. },
+                ..
+            }) => {}
+            Err(err) => {
+                return Err(format!(
                     "chunks {}…: {err}",
                     wanted.first().map(Digest::to_hex).unwrap_or_default()
-                )
-            })?;
-        run.write_pieces(batch.iter().map(|e| (base + e.file_offset, e.len as usize)))
-            .map_err(|err| format!("cannot write the target: {err}"))?;
-        counters
-            .bytes_read
-            .fetch_add(total as u64, Ordering::Relaxed);
-        return Ok(());
+                ));
+            }
+        }
     }
     let chunks = source.read_chunks(&wanted).map_err(|err| {
         format!(
@@ -365,4 +375,60 @@ pub fn is_device(path: &Path) -> bool {
 pub fn is_device(path: &Path) -> bool {
     let text = path.to_string_lossy().to_ascii_lowercase();
     text.starts_with(r"\\.\") || text.starts_with(r"\\?\globalroot\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abri_store::{ChunkKey, StoreError};
+    use std::collections::HashMap;
+
+    /// Raw chunks by digest, through the trait's defaults (`read_chunks_into` copies).
+    struct Raw(HashMap<Digest, Vec<u8>>);
+
+    impl ChunkSource for Raw {
+        fn read_chunk(&self, d: &Digest) -> abri_store::error::Result<Vec<u8>> {
+            self.0
+                .get(d)
+                .cloned()
+                .ok_or(StoreError::MissingChunk { digest: *d })
+        }
+    }
+
+    /// A batch of whole chunks takes the in-place path; an extent shorter than its chunk
+    /// (a valid catalog, though backups never write one) falls back to the general path
+    /// and restores the chunk's prefix.
+    #[test]
+    fn whole_chunks_and_chunk_prefixes_both_restore() {
+        let key = ChunkKey::from_bytes([9; 32]);
+        let a: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..8192u32).map(|i| (i % 13) as u8 ^ 0x5a).collect();
+        let (da, db) = (key.digest(&a), key.digest(&b));
+        let source = Raw(HashMap::from([(da, a.clone()), (db, b.clone())]));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let file = File::create(&path).unwrap();
+        file.set_len(32768).unwrap();
+        let target = Target::new(file, &path);
+        let mut run = RunWriter::new(&target);
+        let counters = Counters::default();
+        let extent = |digest, len, file_offset| Extent {
+            digest,
+            chunk_offset: 0,
+            len,
+            file_offset,
+        };
+        let whole = [extent(da, 8192, 0), extent(db, 8192, 8192)];
+        write_batch(&source, &mut run, 0, &whole, &counters).unwrap();
+        let prefix = [extent(db, 4096, 20480)];
+        write_batch(&source, &mut run, 0, &prefix, &counters).unwrap();
+        target.file().sync_all().unwrap();
+
+        let mut expected = vec![0u8; 32768];
+        expected[..8192].copy_from_slice(&a);
+        expected[8192..16384].copy_from_slice(&b);
+        expected[20480..24576].copy_from_slice(&b[..4096]);
+        assert!(std::fs::read(&path).unwrap() == expected);
+        assert_eq!(counters.bytes_read.load(Ordering::Relaxed), 8192 * 2 + 4096);
+    }
 }

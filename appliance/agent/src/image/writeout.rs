@@ -93,7 +93,12 @@ impl Target {
             }
             match allocate(&self.file, r.start, r.end - r.start) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                    ) =>
+                {
                     return Err(io::Error::new(
                         e.kind(),
                         format!(
@@ -270,8 +275,8 @@ fn open_direct(_path: &Path) -> Option<File> {
 fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use nix::fcntl::{FallocateFlags, fallocate};
     let too_big = || io::Error::from(io::ErrorKind::InvalidInput);
-    let offset = i64::try_from(offset).map_err(|_| too_big())?;
-    let len = i64::try_from(len).map_err(|_| too_big())?;
+    let offset = libc::off_t::try_from(offset).map_err(|_| too_big())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_big())?;
     fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, offset, len).map_err(io::Error::from)
 }
 
