@@ -90,18 +90,25 @@ fn compress_after(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
     })
 }
 
-/// One zstd frame of at most `capacity` bytes decompressed, on this thread's context.
-fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Runs `f` with this thread's decompression context, made on first use.
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(payload, capacity),
+            Some(d) => f(d),
             None => Err(std::io::Error::other("no zstd context")),
         }
     })
+}
+
+/// One zstd frame of at most `capacity` bytes decompressed, on this thread's context.
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    with_decompressor(|d| d.decompress(payload, capacity))
 }
 
 /// [`decode_chunk`] into `dest`, which must be exactly the chunk's raw length (a chunk of
@@ -150,16 +157,7 @@ pub fn decode_chunk_into(
 /// One zstd frame decompressed into `dest` (never past its end), on this thread's context:
 /// the number of bytes written.
 fn decompress_to(payload: &[u8], dest: &mut [u8]) -> std::io::Result<usize> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(d) => d.decompress_to_buffer(payload, dest),
-            None => Err(std::io::Error::other("no zstd context")),
-        }
-    })
+    with_decompressor(|d| d.decompress_to_buffer(payload, dest))
 }
 
 /// Decodes an encoded chunk, checks every header field, and refuses it unless its raw
