@@ -44,7 +44,10 @@ firmware-check:
 	python3 scripts/firmware/check-tree.py
 
 ## firmware-test: boot the test image in QEMU and check the box (tests/firmware)
+# Two guests at a time (each TCG guest keeps one thread busy): the update test on one
+# worker, the other files on the second (tests/firmware/conftest.py orders them).
+FW_TEST_WORKERS ?= 2
 firmware-test: test-bundles build
-	$(PYTEST) tests/firmware -v -rs
+	$(PYTEST) tests/firmware -v -rs -n $(FW_TEST_WORKERS) --dist loadfile
 
 TEST_PARTS += firmware-check firmware-test

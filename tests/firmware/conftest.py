@@ -48,6 +48,17 @@ def pytest_configure(config):
         "filterwarnings", "ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
+# The update test (four boots) is about as long as all the others together. `make
+# firmware-test` runs two guests at a time, one test file per worker (`--dist loadfile`, which
+# hands out files in collection order): collected first, the update test starts at once on
+# one worker while the others follow one another on the second.
+LONGEST_FIRST = "test_update.py"
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name != LONGEST_FIRST)
+
+
 def image_env() -> dict:
     env = {}
     for line in (OUT / "image.env").read_text().splitlines():
