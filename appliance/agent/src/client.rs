@@ -19,6 +19,9 @@ use crate::config::AgentConfig;
 
 /// Attempts of an idempotent call before giving up.
 const ATTEMPTS: u32 = 4;
+/// The largest HTTP/2 frame the box may send: chunks (2 MiB on average) come in a few large
+/// frames instead of a hundred 16 KiB ones, each of which wakes the reading task.
+const MAX_FRAME: u32 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -135,6 +138,7 @@ impl BoxClient {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_adaptive_window(true)
+            .http2_max_frame_size(MAX_FRAME)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .http2_keep_alive_while_idle(true)
             .no_proxy()
@@ -395,7 +399,11 @@ impl BoxClient {
     }
 
     /// `GET /agent/snapshots/{id}/chunks/{digest}`: the encoded chunk (not yet verified).
-    pub async fn snapshot_chunk(&self, id: &str, digest: &str) -> Result<Vec<u8>, ClientError> {
+    pub async fn snapshot_chunk(
+        &self,
+        id: &str,
+        digest: &str,
+    ) -> Result<bytes::Bytes, ClientError> {
         let what = format!("chunk {digest} of snapshot {id}");
         self.retry(|| async {
             let resp = self
@@ -408,10 +416,7 @@ impl BoxClient {
                     .timeout(Duration::from_secs(300)),
                 )
                 .await?;
-            resp.bytes()
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| transport(&what, &e))
+            resp.bytes().await.map_err(|e| transport(&what, &e))
         })
         .await
     }

@@ -422,7 +422,9 @@ fn write_run(open: &OpenFile, run: &Run, shared: &Shared) -> io::Result<()> {
 
 /// Owner (if given), mode, xattrs and times of an open file or directory; failures are
 /// warnings. `mode_set` is the object's mode if known: it is changed only if the entry's
-/// differs, or after a change of owner (which clears set-user-ID and set-group-ID bits).
+/// differs. With an owner to set, the object is looked at first: an owner it already has is
+/// not set again, and after a change of owner (which may clear set-user-ID and set-group-ID
+/// bits) the mode is always set.
 pub(crate) fn apply_fd_meta(
     counters: &Counters,
     fd: BorrowedFd<'_>,
@@ -431,13 +433,23 @@ pub(crate) fn apply_fd_meta(
     mode_set: Option<u32>,
 ) {
     let warn = |what: &str, e: io::Error| warn_io(counters, what, &entry.path, e);
-    if let Some((uid, gid)) = owner
-        && let Err(e) = platform::chown_fd(fd, uid, gid)
-    {
-        warn("owner", e);
-    }
     let mode = entry.mode & 0o7777;
-    if (mode_set != Some(mode) || owner.is_some())
+    let mut mode_set = mode_set;
+    if let Some((uid, gid)) = owner {
+        // Most restored objects already have their owner (root restoring root's files): a
+        // look first spares them a change of owner and mode, each a journalled inode update.
+        let now = platform::stat_fd(fd).ok();
+        if now.is_none_or(|st| (st.st_uid, st.st_gid) != (uid, gid)) {
+            if let Err(e) = platform::chown_fd(fd, uid, gid) {
+                warn("owner", e);
+            }
+            // A change of owner may clear set-user-ID and set-group-ID bits.
+            mode_set = None;
+        } else if let Some(st) = now {
+            mode_set = Some(st.st_mode & 0o7777);
+        }
+    }
+    if mode_set != Some(mode)
         && let Err(e) = platform::chmod_fd(fd, mode)
     {
         warn("mode", e);
@@ -698,5 +710,32 @@ mod tests {
             Ok(42)
         });
         assert!(matches!(result, Err(RestoreError::Io { .. })), "{result:?}");
+    }
+
+    /// Owner and mode as a root restore sets them: an owner the file already has is not set
+    /// again, and the mode is right whether or not the owner changed (a change of owner
+    /// clears set-user-ID and set-group-ID bits, which must then be set again).
+    #[test]
+    fn owner_and_mode_are_right_whether_or_not_the_owner_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = Counters::default();
+        // SAFETY: geteuid and getegid cannot fail.
+        let me = unsafe { (libc::geteuid(), libc::getegid()) };
+        let mut owners = vec![me];
+        if me.0 == 0 {
+            owners.push((4321, 4321));
+        }
+        for (i, owner) in owners.into_iter().enumerate() {
+            for (j, mode) in [0o4755, 0o2750, 0o600, 0o1777].into_iter().enumerate() {
+                let name = format!("f{i}-{j}");
+                let (file, _) = create(dir.path(), &name, false);
+                let e = entry(&name, 0, mode, 1_500_000_000_000_000_000);
+                apply_fd_meta(&counters, file.as_fd(), &e, Some(owner), Some(0o600));
+                let meta = std::fs::metadata(dir.path().join(&name)).unwrap();
+                assert_eq!((meta.uid(), meta.gid()), owner, "{name}");
+                assert_eq!(meta.permissions().mode() & 0o7777, mode, "{name}");
+            }
+        }
+        assert_eq!(counters.warnings.load(Ordering::Relaxed), 0);
     }
 }

@@ -483,6 +483,14 @@ pub fn set_xattr_fd(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<
     })
 }
 
+/// The status of an open file or directory.
+pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    // SAFETY: fstat fills the zeroed struct of a valid descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
 /// Changes the owner of an open file or directory.
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: valid descriptor.
