@@ -894,8 +894,12 @@ def render(ctx: dict) -> str:
     L.append(f"- change (seed {ctx['seed']}): {ch['modified']} files rewritten in part, "
              f"{ch['added']} added, {ch['removed']} removed, of {ch['files_before']:,} "
              f"({ch['bytes_written'] / MIB:.1f} MiB written)")
-    L.append(f"- page cache: warm (data copied just before; caches not dropped); every tool "
-             "reads the same tree in the same state")
+    L.append("- page cache: warm for the backups (data copied just before; caches not "
+             "dropped), every tool reading the same tree in the same state; "
+             + ("emptied before every restore (`drop_caches`), so each tool reads its "
+                "repository from the disk" if COLD_RESTORES["all"] else
+                "**not** emptied before the restores (not root?): each restore reads what of "
+                "its repository is still cached"))
     L.append("- compression: restic `auto` (its default, zstd, repository version 2); borg "
              "`zstd,3`; Abri zstd level 2 (`ZSTD_LEVEL`, stored compressed only when smaller)")
     L.append(f"- encryption: restic AES-256/Poly1305 (always); borg `{ctx['borg_enc']}`; Abri "
@@ -1230,9 +1234,29 @@ class QemuNbd:
         end_process(self.proc)
 
 
-def measured(o: Tool, label: str, fn) -> Measure:
+def drop_caches() -> bool:
+    """Writes dirty pages back and empties the page cache, dentries and inodes (root only);
+    False if the kernel refused."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError as e:
+        log(f"caches not dropped: {e}")
+        return False
+
+
+# Whether every restore so far started with empty caches (see `measured(cold=True)`).
+COLD_RESTORES = {"all": True}
+
+
+def measured(o: Tool, label: str, fn, cold: bool = False) -> Measure:
     """Runs one measured step of a tool with the box monitor around it; a failed step
-    becomes a Measure with ok=False and the first line of the error."""
+    becomes a Measure with ok=False and the first line of the error. `cold`: the page cache
+    is emptied first (restores: a restore after a loss reads a repository that is not in
+    memory, whatever tool wrote it)."""
+    if cold and not drop_caches():
+        COLD_RESTORES["all"] = False
     mon = o.monitor()
     if mon:
         mon.start()
@@ -1411,10 +1435,10 @@ def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
             out = target / "disk.img"
             rep = results[t].get("scattered")
             snap = (rep.report or {}).get("snapshot", {}).get("id", "latest") if rep else "latest"
-            m = measured(o, "restore", lambda: o.restore_image(snap, out))
+            m = measured(o, "restore", lambda: o.restore_image(snap, out), cold=True)
         else:
             out = target / img.relative_to("/")
-            m = measured(o, "restore", lambda: o.restore(target))
+            m = measured(o, "restore", lambda: o.restore(target), cold=True)
         m.data_bytes = size
         if m.ok:
             alloc = out.stat().st_blocks * 512 if out.is_file() else 0
@@ -1631,8 +1655,10 @@ def render_image(ctx: dict) -> str:
                  f"starts at any 4 KiB block, so they touch "
                  f"{chunks_touched(ch['starts'], ch['run_blocks'], chunk):,} image chunks of "
                  f"{chunk // 1024} KiB")
-    L.append("- page cache: warm (the image was just written); every tool reads the same file "
-             "in the same state; `sync` before every step")
+    L.append("- page cache: warm for the backups (the image was just written), every tool "
+             "reading the same file in the same state; `sync` before every step; "
+             + ("emptied before every restore (`drop_caches`)" if COLD_RESTORES["all"] else
+                "**not** emptied before the restores (not root?)"))
     L.append("- compression: restic `auto` (zstd); borg `zstd,3` with its default chunker "
              "(buzhash, ~2 MiB chunks); Abri zstd level 1 (`IMAGE_ZSTD_LEVEL`) on fixed "
              f"{chunk // 1024} KiB chunks")
@@ -1883,7 +1909,7 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
         o = objs[t]
         target = (args.client_root / "files" if args.client_root else scratch / "restore") / t
         target.mkdir(parents=True)
-        m = measured(o, "full restore", lambda: o.restore(target))
+        m = measured(o, "full restore", lambda: o.restore(target), cold=True)
         if m.ok:
             m.data_bytes = after.bytes
             ok, summary = verify(data, target / data.relative_to("/"), full_verify,
