@@ -80,6 +80,7 @@ pub fn adopt(db: &Db, name: &str, confirm: bool, actor: &str) -> AppResult<Store
             &dev,
         ],
     )?;
+    reprobe(&dev);
     let record = StoreDisk {
         fs_uuid,
         device: name.to_string(),
@@ -99,6 +100,18 @@ pub fn adopt(db: &Db, name: &str, confirm: bool, actor: &str) -> AppResult<Store
         tracing::warn!("cannot record the adoption of {name} in the audit log: {e}");
     }
     Ok(record)
+}
+
+/// Asks udev to probe `dev` again and waits for it, so that its database and
+/// `/dev/disk/by-uuid` describe the new file system (udev only notices a format by itself
+/// when it watches the device, which it may not yet do for a disk just plugged in). A
+/// failure is logged: the next start finds the disk by its superblock all the same.
+fn reprobe(dev: &str) {
+    let done = run("udevadm", &["trigger", "--action=change", dev])
+        .and_then(|()| run("udevadm", &["settle", "--timeout=30"]));
+    if let Err(e) = done {
+        tracing::warn!("udev did not probe {dev} again: {e}");
+    }
 }
 
 fn run(program: &str, args: &[&str]) -> AppResult<()> {

@@ -2,7 +2,10 @@
 //!
 //! udev probes every disk (its blkid builtin) and keeps what it found in its database
 //! (`/run/udev/data/b<major>:<minor>`); abrid lists the disks of `/sys/block` every few
-//! seconds and reads that database. A disk is (see [`classify`]):
+//! seconds and reads that database. A disk that udev has not finished with (no entry yet,
+//! right after it is plugged in) is left out until it has: adopting it then would format it
+//! under udev's feet, and udev would keep describing the disk as it was before. A disk is
+//! (see [`classify`]):
 //!
 //! - `system`: it, or one of its partitions, is mounted or held by another device (the boot
 //!   disk, a RAID or LVM member) — never touched;
@@ -135,11 +138,18 @@ fn read(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn udev_props(sys: &Path) -> HashMap<String, String> {
-    read(&sys.join("dev"))
-        .and_then(|dev| read(&Path::new("/run/udev/data").join(format!("b{dev}"))))
-        .map(|t| parse_udev_db(&t))
-        .unwrap_or_default()
+/// udev's database of devices.
+const UDEV_DB: &str = "/run/udev/data";
+
+/// udev's properties of the block device at `sys`, from its database in `udev_db`. `None`
+/// while udev has not recorded the device yet; empty on a system without udev (no
+/// database at all), where a disk is judged by its content alone.
+fn udev_props(udev_db: &Path, sys: &Path) -> Option<HashMap<String, String>> {
+    if !udev_db.is_dir() {
+        return Some(HashMap::new());
+    }
+    let dev = read(&sys.join("dev"))?;
+    read(&udev_db.join(format!("b{dev}"))).map(|t| parse_udev_db(&t))
 }
 
 /// `major:minor` of every mounted block device (third field of `/proc/self/mountinfo`).
@@ -184,7 +194,7 @@ fn partitions(sys: &Path) -> Vec<Partition> {
         .filter(|child| child.path().join("partition").exists())
         .map(|child| Partition {
             name: child.file_name().to_string_lossy().into_owned(),
-            props: udev_props(&child.path()),
+            props: udev_props(Path::new(UDEV_DB), &child.path()).unwrap_or_default(),
             dev: read(&child.path().join("dev")),
         })
         .collect();
@@ -214,7 +224,10 @@ pub fn scan(db: &Db) -> Vec<Disk> {
         if size_bytes == 0 {
             continue;
         }
-        let props = udev_props(&sys);
+        let Some(props) = udev_props(Path::new(UDEV_DB), &sys) else {
+            tracing::debug!("{name}: udev has not probed it yet");
+            continue;
+        };
         let parts = partitions(&sys);
         let in_use = read(&sys.join("dev"))
             .iter()
@@ -357,6 +370,32 @@ mod tests {
             "GPT partition table; sdb1: ntfs, sdb2: unknown"
         );
         assert_eq!(describe(&HashMap::new(), &[]), "");
+    }
+
+    #[test]
+    fn a_disk_udev_has_not_recorded_yet_is_not_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys/block/vdc");
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::write(sys.join("dev"), "254:32\n").unwrap();
+        // No udev on this system: nothing to wait for, the content decides.
+        let none = dir.path().join("no-udev");
+        assert_eq!(udev_props(&none, &sys), Some(HashMap::new()));
+        // udev runs but is still probing the disk just plugged in.
+        let db = dir.path().join("udev-data");
+        std::fs::create_dir_all(&db).unwrap();
+        assert_eq!(udev_props(&db, &sys), None);
+        // Once udev has recorded it, its properties count (an empty disk has none).
+        std::fs::write(db.join("b254:32"), "I:123\nG:systemd\n").unwrap();
+        assert_eq!(udev_props(&db, &sys), Some(HashMap::new()));
+        std::fs::write(db.join("b254:32"), "E:ID_FS_TYPE=ext4\n").unwrap();
+        assert_eq!(
+            udev_props(&db, &sys)
+                .unwrap()
+                .get("ID_FS_TYPE")
+                .map(String::as_str),
+            Some("ext4")
+        );
     }
 
     #[test]

@@ -43,8 +43,28 @@ fn is_mount_point(mountinfo: &str, mount: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(4).map(Path::new) == Some(mount))
 }
 
-fn mount_store_disk(disk: &StoreDisk) -> anyhow::Result<PathBuf> {
-    let mount = mount_point();
+/// The UUID of the ext4 file system on `dev`, read from its superblock (1024 bytes in: the
+/// magic `0xEF53` at 56, the UUID at 104), or `None` when `dev` holds no ext file system.
+fn ext4_uuid(dev: &Path) -> Option<uuid::Uuid> {
+    use std::io::Read;
+    let mut head = [0u8; 2048];
+    std::fs::File::open(dev).ok()?.read_exact(&mut head).ok()?;
+    let sb = &head[1024..];
+    if u16::from_le_bytes([sb[56], sb[57]]) != 0xEF53 {
+        return None;
+    }
+    uuid::Uuid::from_slice(&sb[104..120]).ok()
+}
+
+/// The device that holds the backup disk's file system: the device it was adopted as when
+/// its superblock still says so (no need to wait for udev), else whatever
+/// `/dev/disk/by-uuid` names once udev has seen it (the disk came back under another name).
+fn store_device(disk: &StoreDisk) -> PathBuf {
+    let recorded = Path::new("/dev").join(&disk.device);
+    let wanted = uuid::Uuid::parse_str(&disk.fs_uuid).ok();
+    if wanted.is_some() && ext4_uuid(&recorded) == wanted {
+        return recorded;
+    }
     let link = PathBuf::from("/dev/disk/by-uuid").join(&disk.fs_uuid);
     // udev may still be creating the link right after boot.
     let deadline = std::time::Instant::now() + DEVICE_WAIT;
@@ -52,7 +72,12 @@ fn mount_store_disk(disk: &StoreDisk) -> anyhow::Result<PathBuf> {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Mounted by its kernel name, so that the mount table (and the console) names the disk.
-    let dev = std::fs::canonicalize(&link).unwrap_or(link);
+    std::fs::canonicalize(&link).unwrap_or(link)
+}
+
+fn mount_store_disk(disk: &StoreDisk) -> anyhow::Result<PathBuf> {
+    let mount = mount_point();
+    let dev = store_device(disk);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     if !is_mount_point(&mountinfo, &mount) {
         std::fs::create_dir_all(&mount)
@@ -187,6 +212,43 @@ mod tests {
             "disk"
         );
         assert!(from.join("store.json").exists());
+    }
+
+    #[test]
+    fn reads_the_uuid_of_an_ext4_superblock() {
+        let dir = tempfile::tempdir().unwrap();
+        let uuid = uuid::Uuid::new_v4();
+        let mut head = vec![0u8; 4096];
+        head[1024 + 56..1024 + 58].copy_from_slice(&0xEF53u16.to_le_bytes());
+        head[1024 + 104..1024 + 120].copy_from_slice(uuid.as_bytes());
+        let disk = dir.path().join("disk");
+        std::fs::write(&disk, &head).unwrap();
+        assert_eq!(ext4_uuid(&disk), Some(uuid));
+        // Not an ext file system, too short, or missing: no UUID.
+        head[1024 + 56] = 0;
+        std::fs::write(&disk, &head).unwrap();
+        assert_eq!(ext4_uuid(&disk), None);
+        std::fs::write(&disk, [0u8; 100]).unwrap();
+        assert_eq!(ext4_uuid(&disk), None);
+        assert_eq!(ext4_uuid(&dir.path().join("none")), None);
+    }
+
+    #[test]
+    fn finds_the_uuid_mkfs_gave() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let uuid = uuid::Uuid::new_v4();
+        let status = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-U", &uuid.to_string()])
+            .arg(&disk)
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs, scripts/apt/image.txt)");
+        assert!(status.success());
+        assert_eq!(ext4_uuid(&disk), Some(uuid));
     }
 
     #[test]
