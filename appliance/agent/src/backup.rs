@@ -357,7 +357,6 @@ impl Reader<'_> {
     ) -> Result<(), ReadFailure> {
         let mut file = platform::open_for_backup(abs).map_err(ReadFailure::Io)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(size);
-        let mut buf = vec![0u8; READ_BLOCK.min(size.max(1) as usize)];
         let mut pos = 0u64;
         while let Some((start, end)) =
             platform::next_data_region(&file, pos, size).map_err(ReadFailure::Io)?
@@ -371,16 +370,16 @@ impl Reader<'_> {
             pos = start;
             while pos < end {
                 self.stopped().map_err(ReadFailure::Stop)?;
-                let want = ((end - pos) as usize).min(buf.len());
-                let n = file.read(&mut buf[..want]).map_err(ReadFailure::Io)?;
+                let want = usize::try_from(end - pos).map_or(READ_BLOCK, |n| n.min(READ_BLOCK));
+                // Read straight into the chunker's window: no copy through a buffer.
+                let n = st.packer.write_from(want, |room: &mut [u8]| {
+                    file.read(room).map_err(ReadFailure::Io)
+                })?;
                 if n == 0 {
                     // Shrunk while reading: what is left is a hole.
                     pos = end;
                     break;
                 }
-                st.packer
-                    .write(&buf[..n])
-                    .map_err(|e| ReadFailure::Stop(store_err(e)))?;
                 pos += n as u64;
                 self.counters
                     .bytes_read
@@ -453,6 +452,12 @@ enum ReadFailure {
     Io(std::io::Error),
     /// The backup must stop.
     Stop(BackupError),
+}
+
+impl From<abri_store::StoreError> for ReadFailure {
+    fn from(e: abri_store::StoreError) -> Self {
+        ReadFailure::Stop(store_err(e))
+    }
 }
 
 fn store_err(e: abri_store::StoreError) -> BackupError {

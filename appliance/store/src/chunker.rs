@@ -73,17 +73,19 @@ impl Default for ChunkerParams {
 
 /// Cuts a stream pushed in arbitrary pieces into content-defined chunks.
 ///
-/// Memory: one window of `2 * max` bytes, reused; each finished chunk is copied out of it
-/// into a `Vec` of its exact size.
+/// Memory: one window of `2 * max` bytes, allocated on first use and reused; each
+/// finished chunk is copied out of it into a `Vec` of its exact size. Callers that read
+/// from a file can fill the window directly with [`Chunker::push_from`] and skip a copy.
 #[derive(Debug)]
 pub struct Chunker {
     params: ChunkerParams,
     mask_s: u64,
     mask_l: u64,
-    /// `buf[start..]` are the bytes not yet in a finished chunk (fewer than `max` between
-    /// calls).
+    /// The window: empty until the first push, then `2 * max` bytes long. `buf[start..end]`
+    /// are the bytes not yet in a finished chunk (fewer than `max` between calls).
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     ready: VecDeque<Vec<u8>>,
 }
 
@@ -98,31 +100,40 @@ impl Chunker {
             mask_l,
             buf: Vec::new(),
             start: 0,
+            end: 0,
             ready: VecDeque::new(),
         }
     }
 
     /// Appends bytes to the stream; finished chunks become available from [`Chunker::pop`].
     pub fn push(&mut self, mut data: &[u8]) {
-        let max = self.params.max as usize;
-        let window = 2 * max;
         while !data.is_empty() {
-            if self.buf.len() == window {
-                // Fewer than `max` bytes are pending: slide them to the front.
-                self.buf.copy_within(self.start.., 0);
-                self.buf.truncate(self.buf.len() - self.start);
-                self.start = 0;
-            }
-            if self.buf.capacity() < window {
-                self.buf.reserve_exact(window - self.buf.len());
-            }
-            let take = (window - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
+            let room = self.room();
+            let take = room.len().min(data.len());
+            room[..take].copy_from_slice(&data[..take]);
             data = &data[take..];
-            while self.buffered() >= max {
-                self.cut_one();
-            }
+            self.appended(take);
         }
+    }
+
+    /// Appends up to `max_len` bytes that `read` writes at the front of the slice it is
+    /// given (at most `max_len` long, at least one byte if `max_len > 0`); `read` returns
+    /// how many it wrote. Returns that count (0 if `read` wrote nothing) or `read`'s error,
+    /// after which the stream is as before the call.
+    pub fn push_from<E>(
+        &mut self,
+        max_len: usize,
+        read: impl FnOnce(&mut [u8]) -> std::result::Result<usize, E>,
+    ) -> std::result::Result<usize, E> {
+        if max_len == 0 {
+            return Ok(0);
+        }
+        let room = self.room();
+        let len = room.len().min(max_len);
+        // Clamp: a reader that claims more than it was given must not corrupt the window.
+        let n = read(&mut room[..len])?.min(len);
+        self.appended(n);
+        Ok(n)
     }
 
     /// Ends the stream: the buffered bytes become the last chunk(s).
@@ -130,8 +141,8 @@ impl Chunker {
         while self.buffered() > 0 {
             self.cut_one();
         }
-        self.buf.clear();
         self.start = 0;
+        self.end = 0;
     }
 
     /// The next finished chunk, in stream order.
@@ -141,11 +152,35 @@ impl Chunker {
 
     /// Bytes pushed but not yet in a finished chunk.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
+    }
+
+    /// The free tail of the window, never empty: allocates the window on first use and
+    /// slides the pending bytes (fewer than `max`) to the front when the tail is used up.
+    fn room(&mut self) -> &mut [u8] {
+        let window = 2 * self.params.max as usize;
+        if self.buf.len() != window {
+            self.buf = vec![0; window];
+        }
+        if self.end == window {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Takes `n` bytes just written into [`Chunker::room`] into the stream and cuts every
+    /// chunk that is now decided.
+    fn appended(&mut self, n: usize) {
+        self.end += n;
+        while self.buffered() >= self.params.max as usize {
+            self.cut_one();
+        }
     }
 
     fn cut_one(&mut self) {
-        let pending = &self.buf[self.start..];
+        let pending = &self.buf[self.start..self.end];
         let (_, cut) = v2020::cut(
             pending,
             self.params.min as usize,
@@ -231,6 +266,56 @@ mod tests {
             .map(|c| c.length)
             .collect();
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn push_from_cuts_like_push() {
+        let data = noise(150_000, 5);
+        let by_push = chunks(small(), &data, 1000);
+        let mut c = Chunker::new(small());
+        let mut out = vec![];
+        let mut rest = &data[..];
+        let mut step = 1usize;
+        while !rest.is_empty() {
+            // Uneven reads, sometimes short: like read(2) on a file or a pipe.
+            step = step * 7 % 3001 + 1;
+            let n = c
+                .push_from(step, |room: &mut [u8]| {
+                    let k = room.len().min(rest.len()).min(step / 2 + 1);
+                    room[..k].copy_from_slice(&rest[..k]);
+                    Ok::<_, ()>(k)
+                })
+                .unwrap();
+            rest = &rest[n..];
+            assert!(c.buffered() < small().max() as usize);
+            while let Some(x) = c.pop() {
+                out.push(x);
+            }
+        }
+        c.finish();
+        while let Some(x) = c.pop() {
+            out.push(x);
+        }
+        assert_eq!(out, by_push);
+    }
+
+    #[test]
+    fn push_from_error_or_overclaim_changes_nothing_it_should_not() {
+        let mut c = Chunker::new(small());
+        c.push(&[1, 2, 3]);
+        let err = c.push_from(10, |room: &mut [u8]| {
+            room[0] = 9;
+            Err::<usize, _>("read failed")
+        });
+        assert_eq!(err, Err("read failed"));
+        assert_eq!(c.buffered(), 3);
+        // A reader claiming more than the room it got only adds what it was given.
+        let n = c.push_from(4, |_room: &mut [u8]| Ok::<_, ()>(100)).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(c.buffered(), 7);
+        assert_eq!(c.push_from(0, |_: &mut [u8]| Ok::<_, ()>(5)), Ok(0));
+        c.finish();
+        assert_eq!(c.pop().map(|v| v.len()), Some(7));
     }
 
     #[test]

@@ -123,24 +123,55 @@ impl FilePacker {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         let open = self
             .open
-            .as_mut()
+            .as_ref()
             .ok_or(StoreError::PackerMisuse("write without begin_file"))?;
         if data.is_empty() {
             return Ok(());
         }
-        let len = data.len() as u64;
-        match self.pieces.back_mut() {
-            Some(p) if p.seq == open.seq && p.file_offset + p.len == open.pos => p.len += len,
-            _ => self.pieces.push_back(Piece {
-                seq: open.seq,
-                file_offset: open.pos,
-                len,
-            }),
-        }
-        open.pos += len;
+        let seq = open.seq;
         self.chunker.push(data);
-        self.drain_chunker();
+        self.wrote(seq, data.len());
         Ok(())
+    }
+
+    /// Appends at the open file's current position up to `max_len` bytes that `read` writes
+    /// straight into the chunker's window (see [`Chunker::push_from`]), which saves copying
+    /// file data through a buffer of the caller's. Returns how many bytes were appended; 0
+    /// means `read` wrote none (end of file). On `read`'s error nothing is appended.
+    pub fn write_from<E: From<StoreError>>(
+        &mut self,
+        max_len: usize,
+        read: impl FnOnce(&mut [u8]) -> std::result::Result<usize, E>,
+    ) -> std::result::Result<usize, E> {
+        let seq = self
+            .open
+            .as_ref()
+            .ok_or(StoreError::PackerMisuse("write_from without begin_file"))?
+            .seq;
+        let n = self.chunker.push_from(max_len, read)?;
+        self.wrote(seq, n);
+        Ok(n)
+    }
+
+    /// Records `n` bytes just pushed into the chunker as the open file's (sequence `seq`)
+    /// next bytes, and takes the chunks they completed.
+    fn wrote(&mut self, seq: u64, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let len = n as u64;
+        if let Some(open) = self.open.as_mut() {
+            match self.pieces.back_mut() {
+                Some(p) if p.seq == seq && p.file_offset + p.len == open.pos => p.len += len,
+                _ => self.pieces.push_back(Piece {
+                    seq,
+                    file_offset: open.pos,
+                    len,
+                }),
+            }
+            open.pos += len;
+        }
+        self.drain_chunker();
     }
 
     /// Moves the open file's position forward to `file_offset`, leaving a hole. Use it for

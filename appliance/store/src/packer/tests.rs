@@ -38,6 +38,23 @@ fn pack(
     files: &[Vec<Region>],
     slice: usize,
 ) -> (Vec<PackedChunk>, Vec<PackedFile>, HashMap<Digest, Vec<u8>>) {
+    pack_with(files, slice, Feed::Write)
+}
+
+/// How `pack_with` hands data to the packer.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    /// `FilePacker::write` of each slice.
+    Write,
+    /// `FilePacker::write_from` reads of at most a slice, as a file reader would.
+    ReadInto,
+}
+
+fn pack_with(
+    files: &[Vec<Region>],
+    slice: usize,
+    feed: Feed,
+) -> (Vec<PackedChunk>, Vec<PackedFile>, HashMap<Digest, Vec<u8>>) {
     let mut p = FilePacker::new(key(), small());
     let mut chunks = vec![];
     let mut packed = vec![];
@@ -57,13 +74,31 @@ fn pack(
         let mut pos = 0u64;
         for r in regions {
             match r {
-                Region::Data(d) => {
-                    for s in d.chunks(slice.max(1)) {
-                        p.write(s).unwrap();
-                        take(&mut p);
+                Region::Data(d) => match feed {
+                    Feed::Write => {
+                        for s in d.chunks(slice.max(1)) {
+                            p.write(s).unwrap();
+                            take(&mut p);
+                        }
+                        pos += d.len() as u64;
                     }
-                    pos += d.len() as u64;
-                }
+                    Feed::ReadInto => {
+                        let mut rest = &d[..];
+                        while !rest.is_empty() {
+                            let n = p
+                                .write_from(slice.max(1), |room: &mut [u8]| {
+                                    let k = room.len().min(rest.len());
+                                    room[..k].copy_from_slice(&rest[..k]);
+                                    Ok::<_, StoreError>(k)
+                                })
+                                .unwrap();
+                            assert!(n > 0);
+                            rest = &rest[n..];
+                            take(&mut p);
+                        }
+                        pos += d.len() as u64;
+                    }
+                },
                 Region::Hole(n) => {
                     pos += n;
                     p.skip_hole(pos).unwrap();
@@ -142,8 +177,11 @@ proptest! {
             prop_assert_eq!(key().digest(&c.data), c.digest);
         }
         let (chunks2, packed2, _) = pack(&files, 4096);
-        prop_assert_eq!(chunks, chunks2);
-        prop_assert_eq!(packed, packed2);
+        prop_assert_eq!(&chunks, &chunks2);
+        prop_assert_eq!(&packed, &packed2);
+        let (chunks3, packed3, _) = pack_with(&files, slice, Feed::ReadInto);
+        prop_assert_eq!(chunks, chunks3);
+        prop_assert_eq!(packed, packed3);
     }
 }
 
@@ -201,12 +239,19 @@ fn small_files_share_chunks_and_large_ones_span_many() {
 fn misuse_is_an_error_not_a_panic() {
     let mut p = FilePacker::new(key(), small());
     assert!(p.write(b"x").is_err());
+    let read = |_: &mut [u8]| -> Result<usize> { panic!("no read without an open file") };
+    assert!(p.write_from(1, read).is_err());
     assert!(p.end_file().is_err());
     p.begin_file(1).unwrap();
     assert!(p.begin_file(2).is_err());
     p.skip_hole(10).unwrap();
     assert!(p.skip_hole(5).is_err());
     assert!(p.finish().is_err());
+    let failed = p.write_from(8, |room: &mut [u8]| {
+        room.fill(7);
+        Err(StoreError::PackerMisuse("the file vanished"))
+    });
+    assert!(failed.is_err(), "a failed read appends nothing");
     p.end_file().unwrap();
     p.finish().unwrap();
     assert!(
