@@ -131,7 +131,7 @@ async fn run(
 ) -> Result<()> {
     let rustls_config = RustlsConfig::from_config(tls_config);
     let handle = axum_server::Handle::new();
-    let https = axum_server::bind_rustls(args.https, rustls_config.clone())
+    let https = http::listener::https_server(args.https, rustls_config.clone())
         .handle(handle.clone())
         .serve(http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>());
     let redirect_handle = axum_server::Handle::new();

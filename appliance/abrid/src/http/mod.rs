@@ -4,6 +4,7 @@ pub mod agent_api;
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod openapi;
 mod pages;
 mod security;
