@@ -172,7 +172,8 @@ pub(crate) mod direct {
                 break read_rest(&file, &mut out);
             }
             // Whole aligned pieces; the last read returns what is left of the file.
-            match file.read_at(buf.as_mut_slice(), out.len() as u64) {
+            let want = read_len(size, out.len(), buf.len());
+            match file.read_at(&mut buf.as_mut_slice()[..want], out.len() as u64) {
                 Ok(0) => break Ok(()),
                 Ok(n) => out.extend_from_slice(&buf.as_slice()[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -186,6 +187,17 @@ pub(crate) mod direct {
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => std::fs::read(path),
             Err(e) => Err(e),
         }
+    }
+
+    /// How much a direct read at `done` of a file of `size` bytes asks for, with a buffer
+    /// of `buf_len` (a multiple of [`ALIGN`]): the rest of the file rounded up to [`ALIGN`],
+    /// never the whole buffer. For the part of a direct read past the end of the file, the
+    /// kernel zero-fills the buffer before cutting the read short: reading 1 MiB chunks
+    /// into the 4 MiB buffer spent an eighth of the box's CPU in a restore on that.
+    pub(super) fn read_len(size: usize, done: usize, buf_len: usize) -> usize {
+        size.saturating_sub(done)
+            .next_multiple_of(ALIGN)
+            .min(buf_len)
     }
 
     /// Appends the rest of `file`, from `out.len()` on, read through the page cache.
@@ -276,6 +288,20 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"content");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(!link_new(&dir.path().join("no-such-dir/chunk"), b"x").unwrap());
+    }
+
+    /// A direct read asks for the file's rest rounded up to the alignment, never for more
+    /// of the buffer: the kernel would zero-fill what lies past the end of the file.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn direct_reads_ask_for_the_rest_of_the_file_only() {
+        let piece = 4 << 20;
+        assert_eq!(direct::read_len(1_000_000, 0, piece), 1_003_520);
+        assert_eq!(direct::read_len(4096, 0, piece), 4096);
+        assert_eq!(direct::read_len(9 << 20, 0, piece), piece);
+        assert_eq!(direct::read_len(9 << 20, 8 << 20, piece), 1 << 20);
+        assert_eq!(direct::read_len((9 << 20) - 3, 8 << 20, piece), 1 << 20);
+        assert_eq!(direct::read_len(100, 4096, piece), 0);
     }
 
     /// Chunks of every length around the direct-I/O limits are written whole (short ones
