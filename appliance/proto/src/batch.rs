@@ -50,6 +50,32 @@ pub fn push_frame(out: &mut Vec<u8>, digest: &Digest, encoded: &[u8]) {
     out.extend_from_slice(encoded);
 }
 
+/// Appends one frame whose encoded chunk `fill` appends to `out` itself (returning how
+/// many bytes), so the chunk is not copied through a buffer of its own. On `fill`'s error,
+/// `out` is as it was.
+pub fn push_frame_with<E>(
+    out: &mut Vec<u8>,
+    digest: &Digest,
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<usize, E>,
+) -> Result<(), E> {
+    let start = out.len();
+    out.extend_from_slice(&digest.0);
+    out.extend_from_slice(&[0; 4]);
+    match fill(out) {
+        Ok(len) => {
+            // A chunk file is at most MAX_FRAME_LEN bytes; saturate rather than wrap so a
+            // larger one is refused by the receiver instead of misframing the batch.
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            out[start + 32..start + FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
 /// The frames of a body, in order; the whole body must be frames.
 pub fn parse_frames(body: &[u8]) -> Result<Vec<(Digest, &[u8])>, BatchError> {
     let mut frames = Vec::new();
@@ -96,6 +122,30 @@ mod tests {
         assert_eq!(frames[1], (Digest([2; 32]), &b""[..]));
         assert_eq!(frames[2].0, Digest([3; 32]));
         assert_eq!(frames[2].1, &[7u8; 1000][..]);
+    }
+
+    #[test]
+    fn frames_filled_in_place_match_copied_ones() {
+        let mut copied = Vec::new();
+        push_frame(&mut copied, &Digest([1; 32]), b"first");
+        push_frame(&mut copied, &Digest([2; 32]), &[9u8; 300]);
+        let mut filled = Vec::new();
+        let fill = |bytes: &'static [u8]| {
+            move |out: &mut Vec<u8>| {
+                out.extend_from_slice(bytes);
+                Ok::<_, ()>(bytes.len())
+            }
+        };
+        push_frame_with(&mut filled, &Digest([1; 32]), fill(b"first")).unwrap();
+        push_frame_with(&mut filled, &Digest([2; 32]), fill(&[9u8; 300])).unwrap();
+        assert_eq!(filled, copied);
+        // A failed fill leaves the body as it was, even if it wrote something first.
+        let failed = push_frame_with(&mut filled, &Digest([3; 32]), |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"partial");
+            Err("cannot read the chunk file")
+        });
+        assert_eq!(failed, Err("cannot read the chunk file"));
+        assert_eq!(filled, copied);
     }
 
     #[test]

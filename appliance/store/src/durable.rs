@@ -135,45 +135,56 @@ pub(crate) mod direct {
         file.write_all_at(&bytes[done..], done as u64)
     }
 
-    /// The whole file at `path`; a long one read around the page cache.
-    pub fn read(path: &Path) -> io::Result<Vec<u8>> {
-        let file = match OpenOptions::new()
+    /// Appends the whole file at `path` to `out`; a long one read around the page cache.
+    /// On an error, `out` is as it was.
+    pub fn read_into(path: &Path, out: &mut Vec<u8>) -> io::Result<()> {
+        let before = out.len();
+        let result = append(path, out);
+        if result.is_err() {
+            out.truncate(before);
+        }
+        result
+    }
+
+    fn append(path: &Path, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut file = match OpenOptions::new()
             .read(true)
             .custom_flags(OFlag::O_DIRECT.bits())
             .open(path)
         {
             Ok(f) => f,
             // A file system without direct I/O (tmpfs before Linux 6.6).
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return std::fs::read(path),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => File::open(path)?,
             Err(e) => return Err(e),
         };
         let size = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::other("the chunk file is too large"))?;
+        out.reserve(size);
+        let start = out.len();
         if size < MIN {
             if !set_direct(&file, false) {
-                return std::fs::read(path);
+                file = File::open(path)?;
             }
-            let mut out = Vec::with_capacity(size);
-            (&file).read_to_end(&mut out)?;
-            return Ok(out);
+            file.read_to_end(out)?;
+            return Ok(());
         }
         let mut buf = take_buffer();
-        let mut out = Vec::with_capacity(size);
         let result = loop {
-            if out.len() >= size {
+            let done = out.len() - start;
+            if done >= size {
                 break Ok(());
             }
-            if !out.len().is_multiple_of(ALIGN) {
+            if !done.is_multiple_of(ALIGN) {
                 // A short read before the end (some file systems do that): the rest
                 // through the page cache, where any offset will do.
                 if !set_direct(&file, false) {
                     break Err(io::Error::other("cannot switch direct I/O off"));
                 }
-                break read_rest(&file, &mut out);
+                break read_rest(&file, out, start);
             }
             // Whole aligned pieces; the last read returns what is left of the file.
-            let want = read_len(size, out.len(), buf.len());
-            match file.read_at(&mut buf.as_mut_slice()[..want], out.len() as u64) {
+            let want = read_len(size, done, buf.len());
+            match file.read_at(&mut buf.as_mut_slice()[..want], done as u64) {
                 Ok(0) => break Ok(()),
                 Ok(n) => out.extend_from_slice(&buf.as_slice()[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -182,9 +193,12 @@ pub(crate) mod direct {
         };
         give_back(buf);
         match result {
-            Ok(()) => Ok(out),
+            Ok(()) => Ok(()),
             // Alignment rules stricter than ALIGN: read it through the page cache.
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => std::fs::read(path),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                out.truncate(start);
+                File::open(path)?.read_to_end(out).map(|_| ())
+            }
             Err(e) => Err(e),
         }
     }
@@ -200,11 +214,12 @@ pub(crate) mod direct {
             .min(buf_len)
     }
 
-    /// Appends the rest of `file`, from `out.len()` on, read through the page cache.
-    fn read_rest(file: &File, out: &mut Vec<u8>) -> io::Result<()> {
+    /// Appends the rest of `file`, whose bytes start at `out[start]`, read through the page
+    /// cache.
+    fn read_rest(file: &File, out: &mut Vec<u8>, start: usize) -> io::Result<()> {
         let mut piece = vec![0u8; 64 << 10];
         loop {
-            match file.read_at(&mut piece, out.len() as u64) {
+            match file.read_at(&mut piece, (out.len() - start) as u64) {
                 Ok(0) => return Ok(()),
                 Ok(n) => out.extend_from_slice(&piece[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -337,10 +352,10 @@ mod tests {
             direct::write(&file, &data[..len]).unwrap();
             drop(file);
             assert!(fs::read(&path).unwrap() == data[..len], "length {len}");
-            assert!(
-                direct::read(&path).unwrap() == data[..len],
-                "read back, length {len}"
-            );
+            let mut out = b"before".to_vec();
+            direct::read_into(&path, &mut out).unwrap();
+            assert!(out[6..] == data[..len], "read back, length {len}");
+            assert_eq!(&out[..6], b"before", "appended");
         }
     }
 }

@@ -481,16 +481,20 @@ async fn snapshot_chunks(
     }
     let store = app.store.clone();
     let body = blocking(move || {
-        let mut body = Vec::new();
-        for d in &digests {
-            let encoded = store.read_encoded(d)?;
-            if body.len() + encoded.len() > batch::MAX_BATCH_BYTES && !body.is_empty() {
+        // Room for what an agent asks for at once, so the body is not copied as it grows;
+        // each chunk file is read straight into it.
+        let mut body = Vec::with_capacity(
+            batch::BATCH_TARGET_BYTES
+                + digests.len() * (batch::FRAME_HEADER_LEN + abri_store::CHUNK_HEADER_LEN),
+        );
+        for (i, d) in digests.iter().enumerate() {
+            batch::push_frame_with(&mut body, d, |out| store.read_encoded_into(d, out))?;
+            if body.len() > batch::MAX_BATCH_BYTES && i > 0 {
                 return Err(AppError::Invalid(format!(
                     "the chunks asked for exceed {} bytes: ask for fewer",
                     batch::MAX_BATCH_BYTES
                 )));
             }
-            batch::push_frame(&mut body, d, &encoded);
         }
         Ok(body)
     })

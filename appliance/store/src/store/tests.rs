@@ -75,6 +75,14 @@ fn insert_dedupes_reads_back_and_answers_missing() {
     assert_eq!(store.raw_len(&d).unwrap(), 10_000);
     let other = store.key().digest(b"absent");
     assert_eq!(store.missing(&[d, other]), vec![other]);
+    let mut body = b"head".to_vec();
+    assert_eq!(store.read_encoded_into(&d, &mut body).unwrap(), enc.len());
+    assert_eq!(&body[4..], &enc[..]);
+    assert!(matches!(
+        store.read_encoded_into(&other, &mut body),
+        Err(StoreError::MissingChunk { digest }) if digest == other
+    ));
+    assert_eq!(body.len(), 4 + enc.len(), "a failed read appends nothing");
     assert!(matches!(
         store.read(&other),
         Err(StoreError::MissingChunk { digest }) if digest == other
