@@ -34,7 +34,8 @@
 //!
 //! Snapshots ([`snapshot`]): [`SnapshotManifest`], [`SnapshotStats`], [`SnapshotKind`];
 //! [`commit_snapshot`], [`list_machines`], [`list_snapshots`], [`load_snapshot`],
-//! [`delete_snapshot`] (prune only), [`new_snapshot_id`], [`validate_id`].
+//! [`delete_snapshot`] (prune only), [`new_snapshot_id`], [`next_snapshot_id`],
+//! [`validate_id`].
 //!
 //! Images ([`image`]): [`ImageInfo`] / [`ImageVolume`] (the manifest's `images`),
 //! [`ImageSegments`] (the agent cuts chunk slots into segment entries),
@@ -157,7 +158,7 @@ pub use packer::{FilePacker, Packed, PackedChunk, PackedFile};
 pub use prune::{RetentionPolicy, SnapshotInfo, select_to_keep};
 pub use snapshot::{
     SnapshotKind, SnapshotManifest, SnapshotStats, commit_snapshot, delete_snapshot, list_machines,
-    list_snapshots, load_snapshot, new_snapshot_id, validate_id,
+    list_snapshots, load_snapshot, new_snapshot_id, next_snapshot_id, validate_id,
 };
 pub use store::{ChunkStore, Inserted};
 pub use verify::{CorruptChunk, DamagedSnapshot, VerifyReport, verify};

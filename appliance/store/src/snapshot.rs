@@ -127,6 +127,31 @@ pub fn new_snapshot_id(time: SystemTime) -> String {
     )
 }
 
+/// A new id for `machine`'s next snapshot at `time` that sorts after every id the machine
+/// already has from the same second: snapshots of one second keep the order of their
+/// commits (a backup finds its predecessor by that order). Two commits racing for the same
+/// id are told apart by [`commit_snapshot`], which refuses an existing id.
+pub fn next_snapshot_id(store: &ChunkStore, machine: &str, time: SystemTime) -> Result<String> {
+    let id = new_snapshot_id(time);
+    let Some(newest) = snapshot_ids(store, machine)?.into_iter().max() else {
+        return Ok(id);
+    };
+    let (stamp, _) = id.split_at(ID_STAMP_LEN);
+    if newest < id || !newest.starts_with(stamp) {
+        return Ok(id);
+    }
+    match u16::from_str_radix(&newest[ID_STAMP_LEN..], 16) {
+        Ok(suffix) if suffix < u16::MAX && newest.len() == id.len() => {
+            Ok(format!("{stamp}{:04x}", suffix + 1))
+        }
+        // The second's last suffix (or a foreign id): the next second's stamp sorts after.
+        _ => Ok(new_snapshot_id(time + std::time::Duration::from_secs(1))),
+    }
+}
+
+/// Length of an id's `YYYYMMDDtHHMMSSz-` part.
+const ID_STAMP_LEN: usize = "20261121t134501z-".len();
+
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (proleptic Gregorian).
 pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Howard Hinnant's algorithm.

@@ -328,9 +328,9 @@ async fn commit(
     };
     let mut stats = stats_from_wire(&req.stats);
     stats.stored_new_bytes = app.jobs.take_stored(&m.id);
-    let manifest = SnapshotManifest {
+    let mut manifest = SnapshotManifest {
         format: 1,
-        id: abri_store::new_snapshot_id(std::time::SystemTime::now()),
+        id: String::new(), // chosen at commit
         machine: m.id.clone(),
         kind,
         plan: req.plan.clone(),
@@ -349,10 +349,10 @@ async fn commit(
     let committed = blocking(move || {
         // One syncfs makes every chunk of this backup durable before the manifest names them.
         store.sync()?;
-        abri_store::commit_snapshot(&to_commit, &store)?;
-        Ok(())
+        commit_with_new_id(to_commit, &store)
     })
     .await;
+    let committed = committed.map(|id| manifest.id = id);
     if let Err(e) = committed {
         // Not committed: the bytes stay counted for the next snapshot that uses them.
         app.jobs.add_stored(&m.id, manifest.stats.stored_new_bytes);
@@ -375,6 +375,24 @@ async fn commit(
     )?;
     tracing::info!(machine = %m.hostname, snapshot = %manifest.id, "snapshot committed");
     Ok((StatusCode::CREATED, Json(summary(&manifest))))
+}
+
+/// Commits `manifest` under the machine's next snapshot id (see
+/// [`abri_store::next_snapshot_id`]); a commit of the same machine that took that id first
+/// makes this one take the following id.
+fn commit_with_new_id(
+    mut manifest: SnapshotManifest,
+    store: &abri_store::ChunkStore,
+) -> AppResult<String> {
+    let mut retries = 8;
+    loop {
+        manifest.id =
+            abri_store::next_snapshot_id(store, &manifest.machine, std::time::SystemTime::now())?;
+        match abri_store::commit_snapshot(&manifest, store) {
+            Err(abri_store::StoreError::SnapshotExists { .. }) if retries > 0 => retries -= 1,
+            other => return Ok(other.map(|()| manifest.id)?),
+        }
+    }
 }
 
 async fn snapshots(

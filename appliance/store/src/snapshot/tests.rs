@@ -21,6 +21,38 @@ fn ids_are_validated_and_generated() {
 }
 
 #[test]
+fn snapshots_of_one_second_list_in_commit_order() {
+    let (_dir, store) = new_store();
+    let first = backup(&store, "pc-1", &[("a", b"one")]);
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(first.started as u64);
+    let mut committed = vec![first.id.clone()];
+    for i in 0..20 {
+        let mut m = prepare(&store, "pc-1", &[("a", format!("v{i}").as_bytes())]);
+        m.id = next_snapshot_id(&store, "pc-1", t).unwrap();
+        commit_snapshot(&m, &store).unwrap();
+        committed.push(m.id);
+    }
+    // Random suffixes alone would list these in a random order.
+    let listed: Vec<String> = list_snapshots(&store, "pc-1")
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(listed, committed);
+
+    // The second's last suffix moves on to the next second's stamp.
+    let mut m = prepare(&store, "pc-1", &[("a", b"last")]);
+    m.id = format!("{}ffff", &first.id[..ID_STAMP_LEN]);
+    commit_snapshot(&m, &store).unwrap();
+    let next = next_snapshot_id(&store, "pc-1", t).unwrap();
+    assert!(next > m.id, "{next} after {}", m.id);
+    validate_id("snapshot", &next).unwrap();
+    // Another machine's ids do not matter; a later second needs no bump.
+    let other = next_snapshot_id(&store, "pc-2", t).unwrap();
+    assert!(other.starts_with(&first.id[..ID_STAMP_LEN]), "{other}");
+}
+
+#[test]
 fn commit_then_list_load_delete() {
     let (_dir, store) = new_store();
     let m = backup(
