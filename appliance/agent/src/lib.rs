@@ -35,6 +35,7 @@ pub mod prefetch;
 pub mod progress;
 pub mod remote;
 pub mod restore;
+mod restore_chunks;
 #[cfg(unix)]
 mod restore_writers;
 pub mod service;

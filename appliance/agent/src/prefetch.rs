@@ -7,11 +7,12 @@
 //! for out of plan (catalog chunks, hard-link targets) are fetched directly. Memory stays
 //! bounded by the window (at most `window` chunks of up to 16 MiB, 2 MiB on average).
 //!
-//! The plan comes from [`plan_of`], which replays the restore's small [`ChunkCache`]: a chunk
-//! the cache still holds is not planned again.
+//! The plan comes from `restore_chunks::RestorePlan`, which replays where the restore takes
+//! each extent from: a chunk still cached, or whose needed bytes were kept, is not planned
+//! again.
 
 use abri_store::{ChunkSource, Digest, StoreError};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
 /// Workers fetching ahead of the restore. A fetch is mostly waiting for the box to read
@@ -134,56 +135,6 @@ impl<S: ChunkSource + Sync> ChunkSource for Prefetched<'_, S> {
     }
 }
 
-/// Decoded chunks kept for consecutive small files that share a chunk.
-pub(crate) const CHUNK_CACHE: usize = 4;
-
-/// The last [`CHUNK_CACHE`] chunks a restore used, first in, first out. The restore's chunk
-/// plan replays the same policy, so the prefetcher learns exactly which chunks the restore
-/// will ask for, in order: a chunk this cache still holds is never asked for again.
-pub(crate) struct ChunkCache<T> {
-    entries: VecDeque<(Digest, T)>,
-}
-
-impl<T: Clone> ChunkCache<T> {
-    pub(crate) fn new() -> Self {
-        ChunkCache {
-            entries: VecDeque::with_capacity(CHUNK_CACHE),
-        }
-    }
-
-    pub(crate) fn get(&self, digest: &Digest) -> Option<T> {
-        self.entries
-            .iter()
-            .find(|(d, _)| d == digest)
-            .map(|(_, v)| v.clone())
-    }
-
-    pub(crate) fn insert(&mut self, digest: Digest, value: T) {
-        if self.entries.len() >= CHUNK_CACHE {
-            self.entries.pop_front();
-        }
-        self.entries.push_back((digest, value));
-    }
-}
-
-/// The chunks a restore of `files` (each file's extents in catalog order) asks its source
-/// for, in order: every extent's chunk unless [`ChunkCache`] still holds it.
-pub(crate) fn plan_of<'a>(
-    files: impl IntoIterator<Item = &'a [abri_store::Extent]>,
-) -> Vec<Digest> {
-    let mut cache = ChunkCache::new();
-    let mut plan = Vec::new();
-    for extents in files {
-        for e in extents {
-            if cache.get(&e.digest).is_none() {
-                plan.push(e.digest);
-                cache.insert(e.digest, ());
-            }
-        }
-    }
-    plan
-}
-
 /// Runs `f` with a source that fetches `plan` ahead with `workers` threads.
 pub fn with_prefetch<S, R>(
     source: &S,
@@ -209,50 +160,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn extent(n: u8) -> abri_store::Extent {
-        abri_store::Extent {
-            digest: Digest([n; 32]),
-            chunk_offset: 0,
-            len: 1,
-            file_offset: 0,
-        }
-    }
-
-    /// The plan is exactly the sequence of chunks a reader with a [`ChunkCache`] fetches.
-    #[test]
-    fn the_plan_is_what_the_restore_will_ask_for() {
-        // Small files of a few chunks, interleaved the way deduplicated files are, plus a
-        // file that comes back to a chunk long evicted.
-        let files: Vec<Vec<abri_store::Extent>> = [
-            vec![1],
-            vec![2],
-            vec![1],
-            vec![3, 4],
-            vec![2],
-            vec![5, 6, 7],
-            vec![1],
-            vec![7, 7],
-            vec![],
-        ]
-        .iter()
-        .map(|f| f.iter().map(|n| extent(*n)).collect())
-        .collect();
-        let mut cache = ChunkCache::new();
-        let mut asked = Vec::new();
-        for f in &files {
-            for e in f {
-                if cache.get(&e.digest).is_none() {
-                    asked.push(e.digest);
-                    cache.insert(e.digest, ());
-                }
-            }
-        }
-        let plan = plan_of(files.iter().map(Vec::as_slice));
-        assert_eq!(plan, asked);
-        let numbers: Vec<u8> = plan.iter().map(|d| d.0[0]).collect();
-        assert_eq!(numbers, vec![1, 2, 3, 4, 5, 6, 7, 1]);
-    }
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 

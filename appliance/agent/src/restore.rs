@@ -27,17 +27,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::path::PathBuf;
 #[cfg(unix)]
-use std::sync::Arc;
-#[cfg(unix)]
 use std::sync::atomic::Ordering;
 
 #[cfg(unix)]
 use crate::platform;
 #[cfg(windows)]
 use crate::platform::windows::restore::restore_from;
-#[cfg(unix)]
-use crate::prefetch::ChunkCache;
 use crate::progress::Counters;
+use crate::restore_chunks::{RestoreChunks, RestorePlan};
 #[cfg(unix)]
 use crate::restore_writers::{FileDone, FileFeed, OpenFile, Writers, apply_fd_meta};
 
@@ -133,12 +130,13 @@ pub(crate) fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// The data chunks of the files a restore will write, in the order it will ask for them.
+/// What a restore will fetch (the data chunks of the files it will write, in the order it
+/// will ask for them) and keep.
 fn chunk_plan<S: ChunkSource>(
     source: &S,
     catalog: Vec<Digest>,
     paths: &[Vec<u8>],
-) -> Result<Vec<Digest>, RestoreError> {
+) -> Result<RestorePlan, RestoreError> {
     let mut files: Vec<Vec<abri_store::Extent>> = Vec::new();
     for entry in CatalogReader::new(source, catalog) {
         let entry = entry.map_err(RestoreError::Catalog)?;
@@ -150,7 +148,7 @@ fn chunk_plan<S: ChunkSource>(
             files.push(entry.extents);
         }
     }
-    Ok(crate::prefetch::plan_of(files.iter().map(Vec::as_slice)))
+    Ok(RestorePlan::of(files.iter().map(Vec::as_slice)))
 }
 
 /// Restores the catalog made of `catalog` chunks from `source` according to `opts`, with
@@ -164,16 +162,16 @@ pub fn run_restore<S: ChunkSource + Sync>(
     let plan = chunk_plan(source, catalog.clone(), &opts.paths)?;
     crate::prefetch::with_prefetch(
         source,
-        plan,
+        plan.fetches,
         crate::prefetch::WORKERS,
         crate::prefetch::WINDOW,
-        |p| restore_from(p, catalog, opts, counters),
+        |p| restore_from(RestoreChunks::new(p, plan.keep), catalog, opts, counters),
     )
 }
 
 #[cfg(unix)]
 fn restore_from<S: ChunkSource>(
-    source: &S,
+    chunks: RestoreChunks<'_, S>,
     catalog: Vec<Digest>,
     opts: &RestoreOptions,
     counters: &Counters,
@@ -199,7 +197,7 @@ fn restore_from<S: ChunkSource>(
         })?
         .into();
     let mut report = crate::restore_writers::run_with_writers(counters, |writers| {
-        restore_entries(source, catalog, opts, counters, root, writers)
+        restore_entries(chunks, catalog, opts, counters, root, writers)
     })?;
     report.warnings = counters.warnings.load(Ordering::Relaxed);
     Ok(report)
@@ -207,15 +205,16 @@ fn restore_from<S: ChunkSource>(
 
 #[cfg(unix)]
 fn restore_entries<S: ChunkSource>(
-    source: &S,
+    chunks: RestoreChunks<'_, S>,
     catalog: Vec<Digest>,
     opts: &RestoreOptions,
     counters: &Counters,
     root: OwnedFd,
     writers: &Writers,
 ) -> Result<RestoreReport, RestoreError> {
+    let source = chunks.source();
     let mut r = Restorer {
-        source,
+        chunks,
         opts,
         counters,
         writers,
@@ -224,7 +223,6 @@ fn restore_entries<S: ChunkSource>(
         root,
         chain: Vec::new(),
         dirs: Vec::new(),
-        cache: ChunkCache::new(),
         ids: IdCache::default(),
         restored: HashMap::new(),
         unselected_links: HashMap::new(),
@@ -297,7 +295,7 @@ struct OpenDir {
 
 #[cfg(unix)]
 struct Restorer<'a, S: ChunkSource> {
-    source: &'a S,
+    chunks: RestoreChunks<'a, S>,
     opts: &'a RestoreOptions,
     counters: &'a Counters,
     /// Where created files go to be filled in.
@@ -308,7 +306,6 @@ struct Restorer<'a, S: ChunkSource> {
     /// Open directories from the target down to the last parent used: (name, fd).
     chain: Vec<(Vec<u8>, OwnedFd)>,
     dirs: Vec<OpenDir>,
-    cache: ChunkCache<Arc<Vec<u8>>>,
     /// Owner and group names already looked up on this machine.
     ids: IdCache,
     /// Catalog path of a restored file -> where it was restored (for hard links).
@@ -714,40 +711,13 @@ impl<S: ChunkSource> Restorer<'_, S> {
         };
         let mut feed = FileFeed::new(self.writers, OpenFile::new(file, direct, entry, done));
         for ext in &extents {
-            let chunk = self.chunk(&ext.digest)?;
-            let start = ext.chunk_offset as usize;
-            let end = start + ext.len as usize;
-            if chunk.get(start..end).is_none() {
-                return Err(RestoreError::Catalog(
-                    abri_store::StoreError::InvalidCatalog {
-                        reason: format!(
-                            "file {:?} names bytes {start}..{end} of chunk {}, which has {} bytes",
-                            text(feed.path()),
-                            ext.digest,
-                            chunk.len()
-                        ),
-                    },
-                ));
-            }
-            feed.push(&chunk, start, end, ext.file_offset)?;
+            let piece = self.chunks.piece(ext, feed.path())?;
+            feed.push(&piece.chunk, piece.start, piece.end, ext.file_offset)?;
             self.report.bytes += u64::from(ext.len);
         }
         feed.finish()?;
         self.report.files += 1;
         Ok(true)
-    }
-
-    fn chunk(&mut self, digest: &Digest) -> Result<Arc<Vec<u8>>, RestoreError> {
-        if let Some(c) = self.cache.get(digest) {
-            return Ok(c);
-        }
-        let data = Arc::new(
-            self.source
-                .read_chunk(digest)
-                .map_err(RestoreError::Catalog)?,
-        );
-        self.cache.insert(*digest, data.clone());
-        Ok(data)
     }
 }
 

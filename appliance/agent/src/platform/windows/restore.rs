@@ -34,20 +34,19 @@ use std::fs::File;
 use std::io;
 use std::os::windows::ffi::OsStringExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::platform::winpath;
-use crate::prefetch::ChunkCache;
 use crate::progress::Counters;
 use crate::restore::{RestoreError, RestoreOptions, RestoreReport, is_under, split_parent, text};
+use crate::restore_chunks::RestoreChunks;
 use folders::open_dir;
 
 pub(crate) use objects::set_sparse;
 
 /// Restores `catalog` from `source` according to `opts`.
-pub fn restore_from<S: ChunkSource>(
-    source: &S,
+pub(crate) fn restore_from<S: ChunkSource>(
+    chunks: RestoreChunks<'_, S>,
     catalog: Vec<Digest>,
     opts: &RestoreOptions,
     counters: &Counters,
@@ -71,14 +70,14 @@ pub fn restore_from<S: ChunkSource>(
         })?;
         Some(Frame::new(Vec::new(), target, handle))
     };
+    let source = chunks.source();
     let mut r = Restorer {
-        source,
+        chunks,
         opts,
         counters,
         root,
         chain: Vec::new(),
         dirs: Vec::new(),
-        cache: ChunkCache::new(),
         restored: HashMap::new(),
         unselected_links: HashMap::new(),
         report: RestoreReport::default(),
@@ -153,14 +152,13 @@ enum Parent {
 }
 
 struct Restorer<'a, S: ChunkSource> {
-    source: &'a S,
+    chunks: RestoreChunks<'a, S>,
     opts: &'a RestoreOptions,
     counters: &'a Counters,
     /// The target folder; `None` for the original place (the first name is a drive).
     root: Option<Frame>,
     chain: Vec<Frame>,
     dirs: Vec<OpenDir>,
-    cache: ChunkCache<Arc<Vec<u8>>>,
     /// Catalog path of a restored file -> where it was restored (for hard links).
     restored: HashMap<Vec<u8>, PathBuf>,
     unselected_links: HashMap<Vec<u8>, Entry>,

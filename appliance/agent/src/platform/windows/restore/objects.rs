@@ -2,13 +2,12 @@
 //! stays sparse), hard links, and symbolic links or junctions. Fifos, sockets and device
 //! nodes have no Windows counterpart and are skipped with a warning.
 
-use abri_store::{ChunkSource, Digest, Entry, EntryKind};
+use abri_store::{ChunkSource, Entry, EntryKind};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::windows::fs::{FileExt, OpenOptionsExt};
 use std::os::windows::io::AsRawHandle;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use windows_sys::Win32::Storage::FileSystem as fs;
@@ -140,22 +139,8 @@ impl<S: ChunkSource> Restorer<'_, S> {
             tracing::debug!("cannot make {} sparse: {e}", path.display());
         }
         for ext in &entry.extents {
-            let chunk = self.chunk(&ext.digest)?;
-            let start = ext.chunk_offset as usize;
-            let end = start + ext.len as usize;
-            let Some(bytes) = chunk.get(start..end) else {
-                return Err(RestoreError::Catalog(
-                    abri_store::StoreError::InvalidCatalog {
-                        reason: format!(
-                            "file {:?} names bytes {start}..{end} of chunk {}, which has {} bytes",
-                            text(&entry.path),
-                            ext.digest,
-                            chunk.len()
-                        ),
-                    },
-                ));
-            };
-            write_all_at(&file, bytes, ext.file_offset).map_err(io_err)?;
+            let piece = self.chunks.piece(ext, &entry.path)?;
+            write_all_at(&file, piece.bytes(), ext.file_offset).map_err(io_err)?;
             self.report.bytes += u64::from(ext.len);
             self.counters
                 .bytes_scanned
@@ -165,19 +150,6 @@ impl<S: ChunkSource> Restorer<'_, S> {
         self.report.files += 1;
         self.apply_meta(&file, path, entry);
         Ok(())
-    }
-
-    fn chunk(&mut self, digest: &Digest) -> Result<Arc<Vec<u8>>, RestoreError> {
-        if let Some(c) = self.cache.get(digest) {
-            return Ok(c);
-        }
-        let data = Arc::new(
-            self.source
-                .read_chunk(digest)
-                .map_err(RestoreError::Catalog)?,
-        );
-        self.cache.insert(*digest, data.clone());
-        Ok(data)
     }
 }
 

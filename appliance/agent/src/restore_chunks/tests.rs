@@ -1,0 +1,140 @@
+use super::*;
+use abri_store::StoreError;
+use std::sync::Mutex;
+
+/// Chunk `n` is 300 KiB of bytes derived from `n`; every fetch is recorded.
+struct Chunks {
+    asked: Mutex<Vec<Digest>>,
+}
+
+const CHUNK_LEN: usize = 300 << 10;
+
+fn d(n: u8) -> Digest {
+    Digest([n; 32])
+}
+
+fn content(digest: &Digest) -> Vec<u8> {
+    (0..CHUNK_LEN)
+        .map(|i| (i as u8).wrapping_mul(31) ^ digest.0[0])
+        .collect()
+}
+
+impl ChunkSource for Chunks {
+    fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.asked.lock().unwrap().push(*digest);
+        Ok(content(digest))
+    }
+}
+
+fn ext(n: u8, offset: u32, len: u32) -> Extent {
+    Extent {
+        digest: d(n),
+        chunk_offset: offset,
+        len,
+        file_offset: 0,
+    }
+}
+
+/// Restores `files` through [`RestoreChunks`]: every piece has the right bytes, and the
+/// source is asked for exactly the plan's fetches, in order. Returns the plan.
+fn restore(files: &[Vec<Extent>]) -> RestorePlan {
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    let source = Chunks {
+        asked: Mutex::new(Vec::new()),
+    };
+    let mut chunks = RestoreChunks::new(&source, plan.keep.clone());
+    for (i, file) in files.iter().enumerate() {
+        for e in file {
+            let piece = chunks.piece(e, format!("f{i}").as_bytes()).unwrap();
+            let want = &content(&e.digest)[e.chunk_offset as usize..][..e.len as usize];
+            assert!(piece.bytes() == want, "file {i}, extent {e:?}");
+        }
+    }
+    assert_eq!(*source.asked.lock().unwrap(), plan.fetches);
+    assert!(
+        chunks.kept.is_empty(),
+        "every kept range is dropped after its last use"
+    );
+    plan
+}
+
+#[test]
+fn the_plan_is_what_the_restore_asks_for() {
+    // Small files sharing chunks, a file coming back to a chunk long evicted (kept), one
+    // coming back for more than a kept range may hold (fetched again), and a range used
+    // three times.
+    let big = KEEP_RANGE_MAX + 1;
+    let files = vec![
+        vec![ext(1, 0, 100), ext(1, 100, big)],
+        vec![ext(2, 0, 10)],
+        vec![ext(3, 0, 10), ext(4, 0, 10)],
+        vec![ext(5, 0, 10), ext(6, 0, 10), ext(7, 0, 10)],
+        vec![ext(1, 0, 100)],
+        vec![ext(8, 0, 10), ext(9, 0, 10), ext(10, 0, 10), ext(11, 0, 10)],
+        vec![ext(1, 0, 100)],
+        vec![ext(2, 0, 10)],
+        vec![ext(1, 100, big)],
+        vec![ext(12, 5, 7)],
+    ];
+    let plan = restore(&files);
+    let numbers: Vec<u8> = plan.fetches.iter().map(|d| d.0[0]).collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 12]);
+    assert_eq!(
+        plan.keep[&d(1)],
+        vec![KeepRange {
+            offset: 0,
+            len: 100,
+            uses: 2
+        }]
+    );
+}
+
+#[test]
+fn kept_bytes_stay_within_the_budget() {
+    // Chunk 0 read whole, then more ranges of it than the budget holds, after it left the
+    // cache: the ranges beyond the budget fetch it again.
+    let n = (KEEP_BUDGET / u64::from(KEEP_RANGE_MAX)) as u32;
+    let mut files: Vec<Vec<Extent>> = vec![vec![ext(0, 0, 1)]];
+    files.extend((1..=4).map(|i| vec![ext(i, 0, 1)]));
+    let mut wanted = Vec::new();
+    for i in 0..n + 3 {
+        wanted.push(vec![ext(0, i, KEEP_RANGE_MAX)]);
+        // Evict chunk 0 again after each.
+        wanted.extend((1..=4).map(|j| vec![ext(j, i, 1)]));
+    }
+    files.extend(wanted);
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    let kept: u64 = plan.keep.values().flatten().map(|k| u64::from(k.len)).sum();
+    assert_eq!(kept, KEEP_BUDGET);
+    let refetches = plan.fetches.iter().filter(|d| d.0[0] == 0).count();
+    assert!(refetches > 1, "past the budget chunk 0 is fetched again");
+}
+
+#[test]
+fn a_kept_range_past_the_chunk_is_a_catalog_error() {
+    let files = [
+        vec![ext(1, 0, 10)],
+        vec![ext(2, 0, 1)],
+        vec![ext(3, 0, 1)],
+        vec![ext(4, 0, 1)],
+        vec![ext(5, 0, 1)],
+        vec![ext(1, CHUNK_LEN as u32 - 5, 10)],
+    ];
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    assert!(plan.keep.contains_key(&d(1)));
+    let source = Chunks {
+        asked: Mutex::new(Vec::new()),
+    };
+    let mut chunks = RestoreChunks::new(&source, plan.keep);
+    for f in &files[..5] {
+        chunks.piece(&f[0], b"ok").unwrap();
+    }
+    let err = chunks
+        .piece(&files[5][0], b"bad")
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("names bytes")),
+        "{err:?}"
+    );
+}
