@@ -5,7 +5,8 @@
 //! the selected files, in catalog order), worker threads fetch up to `window` chunks ahead of
 //! the restore, in parallel; the restore then finds most chunks already there. Chunks asked
 //! for out of plan (catalog chunks, hard-link targets) are fetched directly. Memory stays
-//! bounded by the window (at most `window` chunks of up to 16 MiB, 2 MiB on average).
+//! bounded by the window (at most `window` chunks of up to 16 MiB, 2 MiB on average), plus
+//! the restorer's kept ranges (`restore_chunks::KEEP_BUDGET`).
 //!
 //! The plan comes from `restore_chunks::RestorePlan`, which replays where the restore takes
 //! each extent from: a chunk still cached, or whose needed bytes were kept, is not planned

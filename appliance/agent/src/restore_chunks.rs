@@ -14,9 +14,11 @@
 //! 3. the chunk source (through the prefetcher), which is then cached.
 //!
 //! [`RestorePlan::of`] replays exactly this policy over the files to restore, so its
-//! `fetches` are the chunks the restore will ask for, in order. Only speed depends on the
-//! plan being right: a restore that skips files (already there) or asks out of plan still
-//! gets every byte by digest.
+//! `fetches` are the chunks the restore will ask for, in order. Correctness never depends
+//! on the plan: a restore that skips files (already there) or asks out of plan still gets
+//! every byte by digest. Speed does (an out-of-plan request can move the prefetch window),
+//! and so does when kept ranges are freed: ranges of skipped files stay until the restore
+//! ends, within the budget.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

@@ -14,8 +14,9 @@ fn d(n: u8) -> Digest {
 }
 
 fn content(digest: &Digest) -> Vec<u8> {
-    (0..CHUNK_LEN)
-        .map(|i| (i as u8).wrapping_mul(31) ^ digest.0[0])
+    // Not periodic: a range copied from the wrong offset has other bytes.
+    (0..CHUNK_LEN as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ digest.0[0])
         .collect()
 }
 
@@ -72,13 +73,28 @@ fn the_plan_is_what_the_restore_asks_for() {
         vec![ext(1, 0, 100)],
         vec![ext(8, 0, 10), ext(9, 0, 10), ext(10, 0, 10), ext(11, 0, 10)],
         vec![ext(1, 0, 100)],
-        vec![ext(2, 0, 10)],
+        vec![ext(2, 0, 10), ext(2, 777, 33)],
         vec![ext(1, 100, big)],
         vec![ext(12, 5, 7)],
     ];
     let plan = restore(&files);
     let numbers: Vec<u8> = plan.fetches.iter().map(|d| d.0[0]).collect();
     assert_eq!(numbers, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 12]);
+    assert_eq!(
+        plan.keep[&d(2)],
+        vec![
+            KeepRange {
+                offset: 0,
+                len: 10,
+                uses: 1
+            },
+            KeepRange {
+                offset: 777,
+                len: 33,
+                uses: 1
+            }
+        ]
+    );
     assert_eq!(
         plan.keep[&d(1)],
         vec![KeepRange {

@@ -44,7 +44,7 @@ use folders::open_dir;
 
 pub(crate) use objects::set_sparse;
 
-/// Restores `catalog` from `source` according to `opts`.
+/// Restores `catalog` with extents from `chunks` according to `opts`.
 pub(crate) fn restore_from<S: ChunkSource>(
     chunks: RestoreChunks<'_, S>,
     catalog: Vec<Digest>,
