@@ -12,7 +12,9 @@
 //! each extent from: a chunk still cached, or whose needed bytes were kept, is not planned
 //! again.
 
-use abri_store::{ChunkSource, Digest, StoreError};
+use abri_store::{ChunkSource, Digest, PlacedChunk, StoreError};
+
+use crate::restore_chunks::Fetch;
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
@@ -33,21 +35,21 @@ struct State {
     next_fetch: usize,
     /// Every planned chunk before this index has been handed out (or skipped).
     consumed: usize,
-    ready: HashMap<usize, Result<Vec<u8>, StoreError>>,
+    ready: HashMap<usize, Result<PlacedChunk, StoreError>>,
     stop: bool,
 }
 
 /// A chunk source that serves planned chunks from what its workers fetched ahead.
 pub struct Prefetched<'a, S> {
     inner: &'a S,
-    plan: Vec<Digest>,
+    plan: Vec<Fetch>,
     window: usize,
     state: Mutex<State>,
     changed: Condvar,
 }
 
 impl<'a, S: ChunkSource + Sync> Prefetched<'a, S> {
-    fn new(inner: &'a S, plan: Vec<Digest>, window: usize) -> Self {
+    fn new(inner: &'a S, plan: Vec<Fetch>, window: usize) -> Self {
         Prefetched {
             inner,
             plan,
@@ -84,7 +86,8 @@ impl<'a, S: ChunkSource + Sync> Prefetched<'a, S> {
                 st.next_fetch = i + 1;
                 i
             };
-            let fetched = self.inner.read_chunk(&self.plan[index]);
+            let Fetch { digest, lead } = self.plan[index];
+            let fetched = self.inner.read_chunk_placed(&digest, lead);
             let mut st = self.lock();
             if index >= st.consumed {
                 st.ready.insert(index, fetched);
@@ -99,15 +102,14 @@ impl<'a, S: ChunkSource + Sync> Prefetched<'a, S> {
     }
 }
 
-impl<S: ChunkSource + Sync> ChunkSource for Prefetched<'_, S> {
-    fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+impl<S: ChunkSource + Sync> Prefetched<'_, S> {
+    /// A planned chunk, from the workers or fetched here; `None` if `digest` is not
+    /// planned near where the restore is.
+    fn serve(&self, digest: &Digest) -> Option<Result<PlacedChunk, StoreError>> {
         let mut st = self.lock();
         let horizon = (st.consumed + self.window).min(self.plan.len());
         let reach = (st.consumed + self.window + RESYNC).min(self.plan.len());
-        let Some(index) = (st.consumed..reach).find(|i| self.plan[*i] == *digest) else {
-            drop(st);
-            return self.inner.read_chunk(digest);
-        };
+        let index = (st.consumed..reach).find(|i| self.plan[*i].digest == *digest)?;
         if index >= horizon {
             // The planned chunks before it were skipped: catch up with the restore.
             st.consumed = index;
@@ -120,7 +122,7 @@ impl<S: ChunkSource + Sync> ChunkSource for Prefetched<'_, S> {
                 st.ready.retain(|i, _| *i > index);
                 st.consumed = index + 1;
                 self.changed.notify_all();
-                return result;
+                return Some(result);
             }
             if index >= st.next_fetch {
                 // Not handed to a worker yet (all busy further back): fetch it here.
@@ -129,9 +131,26 @@ impl<S: ChunkSource + Sync> ChunkSource for Prefetched<'_, S> {
                 st.ready.retain(|i, _| *i > index);
                 drop(st);
                 self.changed.notify_all();
-                return self.inner.read_chunk(digest);
+                return Some(self.inner.read_chunk_placed(digest, self.plan[index].lead));
             }
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl<S: ChunkSource + Sync> ChunkSource for Prefetched<'_, S> {
+    fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        match self.serve(digest) {
+            Some(result) => result.map(PlacedChunk::into_vec),
+            None => self.inner.read_chunk(digest),
+        }
+    }
+
+    /// A planned chunk is placed as planned, whatever `lead` says.
+    fn read_chunk_placed(&self, digest: &Digest, lead: usize) -> Result<PlacedChunk, StoreError> {
+        match self.serve(digest) {
+            Some(result) => result,
+            None => self.inner.read_chunk_placed(digest, lead),
         }
     }
 }
@@ -139,7 +158,7 @@ impl<S: ChunkSource + Sync> ChunkSource for Prefetched<'_, S> {
 /// Runs `f` with a source that fetches `plan` ahead with `workers` threads.
 pub fn with_prefetch<S, R>(
     source: &S,
-    plan: Vec<Digest>,
+    plan: Vec<Fetch>,
     workers: usize,
     window: usize,
     f: impl FnOnce(&Prefetched<'_, S>) -> R,
@@ -189,13 +208,22 @@ mod tests {
         Digest([n; 32])
     }
 
+    fn planned(numbers: std::ops::Range<u8>) -> Vec<Fetch> {
+        numbers
+            .map(|n| Fetch {
+                digest: d(n),
+                lead: 0,
+            })
+            .collect()
+    }
+
     #[test]
     fn serves_planned_chunks_in_order_and_others_directly() {
         let source = Numbers {
             fetches: AtomicUsize::new(0),
             fail: None,
         };
-        let plan: Vec<Digest> = (0..50).map(d).collect();
+        let plan = planned(0..50);
         let got = with_prefetch(&source, plan, 4, 6, |p| {
             let mut got = Vec::new();
             for n in 0..50u8 {
@@ -220,7 +248,7 @@ mod tests {
             fetches: AtomicUsize::new(0),
             fail: None,
         };
-        let plan: Vec<Digest> = (0..40).map(d).collect();
+        let plan = planned(0..40);
         with_prefetch(&source, plan, 3, 4, |p| {
             // The restore skips most planned chunks (say, files already present).
             for n in (0..40u8).step_by(3) {
@@ -254,7 +282,7 @@ mod tests {
             by_reader: AtomicUsize::new(0),
             all: AtomicUsize::new(0),
         };
-        let plan: Vec<Digest> = (0..80).map(d).collect();
+        let plan = planned(0..80);
         with_prefetch(&source, plan, 3, 4, |p| {
             for n in (0..5u8).chain(30..80) {
                 assert_eq!(p.read_chunk(&d(n)).unwrap(), vec![n]);
@@ -276,7 +304,7 @@ mod tests {
             fetches: AtomicUsize::new(0),
             fail: Some(5),
         };
-        let plan: Vec<Digest> = (0..10).map(d).collect();
+        let plan = planned(0..10);
         with_prefetch(&source, plan, 2, 4, |p| {
             for n in 0..5u8 {
                 p.read_chunk(&d(n)).unwrap();

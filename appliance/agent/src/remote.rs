@@ -8,7 +8,9 @@
 use abri_proto::agent::{BackupSpec, CommitSnapshot, SnapshotSummary};
 use abri_proto::batch;
 use abri_proto::plan::PlanKind;
-use abri_store::{CatalogReader, ChunkKey, ChunkSource, ChunkerParams, Digest, StoreError};
+use abri_store::{
+    CatalogReader, ChunkKey, ChunkSource, ChunkerParams, Digest, PlacedChunk, StoreError,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -112,6 +114,17 @@ impl HttpChunkSource {
             .map_err(|e| self.failed(e.to_string()))
     }
 
+    /// The box's answer to a request for one chunk (encoded).
+    fn fetch_one(&self, digest: &Digest) -> Result<bytes::Bytes, StoreError> {
+        self.handle
+            .block_on(self.client.snapshot_chunk(&self.snapshot, &digest.to_hex()))
+            .map_err(|e| StoreError::Io {
+                action: "cannot fetch a chunk from the box",
+                path: PathBuf::from(format!("snapshot {} chunk {digest}", self.snapshot)),
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+
     /// The encoded chunks of `body`, checked to be the ones asked for, in order.
     fn frames<'b>(&self, body: &'b [u8], digests: &[Digest]) -> Result<Vec<&'b [u8]>, StoreError> {
         let frames = batch::parse_frames(body).map_err(|e| self.failed(e.to_string()))?;
@@ -139,15 +152,13 @@ impl HttpChunkSource {
 
 impl ChunkSource for HttpChunkSource {
     fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        let bytes = self
-            .handle
-            .block_on(self.client.snapshot_chunk(&self.snapshot, &digest.to_hex()))
-            .map_err(|e| StoreError::Io {
-                action: "cannot fetch a chunk from the box",
-                path: PathBuf::from(format!("snapshot {} chunk {digest}", self.snapshot)),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let bytes = self.fetch_one(digest)?;
         abri_store::decode_chunk(&bytes, &self.key, digest)
+    }
+
+    fn read_chunk_placed(&self, digest: &Digest, lead: usize) -> Result<PlacedChunk, StoreError> {
+        let bytes = self.fetch_one(digest)?;
+        abri_store::decode_chunk_placed(&bytes, &self.key, digest, lead)
     }
 
     /// One request for all of `digests`, each verified; the box must answer exactly them.

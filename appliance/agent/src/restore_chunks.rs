@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use abri_store::{ChunkSource, Digest, Extent};
+use abri_store::{ALIGN, ChunkSource, Digest, Extent, PlacedChunk};
 
 use crate::restore::{RestoreError, text};
 
@@ -72,11 +72,28 @@ pub(crate) struct KeepRange {
     pub uses: u32,
 }
 
+/// A chunk the restore will fetch, and where in memory to decode it: `lead` bytes past an
+/// aligned address puts the bytes of the extent that fetches it at their file offset's
+/// alignment (see [`lead`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetch {
+    pub digest: Digest,
+    pub lead: usize,
+}
+
+/// Where in memory to place the chunk of `ext` (see [`PlacedChunk`]): chunk byte
+/// `chunk_offset` then lies at an address as aligned as file offset `file_offset`, and a
+/// large file's whole blocks can be written directly from the chunk.
+pub(crate) fn lead(ext: &Extent) -> usize {
+    let align = ALIGN as u64;
+    ((ext.file_offset % align + align - u64::from(ext.chunk_offset) % align) % align) as usize
+}
+
 /// What a file restore will fetch and keep.
 #[derive(Debug, Default)]
 pub struct RestorePlan {
     /// The chunks the restore asks its source for, in order.
-    pub fetches: Vec<Digest>,
+    pub fetches: Vec<Fetch>,
     /// Per chunk, the ranges to copy out of it when it is first fetched.
     pub(crate) keep: HashMap<Digest, Vec<KeepRange>>,
 }
@@ -115,7 +132,10 @@ impl RestorePlan {
                     kept_bytes += u64::from(e.len);
                     continue;
                 }
-                plan.fetches.push(e.digest);
+                plan.fetches.push(Fetch {
+                    digest: e.digest,
+                    lead: lead(e),
+                });
                 cache.insert(e.digest, ());
                 fetched.insert(e.digest);
             }
@@ -126,7 +146,7 @@ impl RestorePlan {
 
 /// One extent's bytes: `chunk[start..end]`, a range checked to exist.
 pub(crate) struct Piece {
-    pub chunk: Arc<Vec<u8>>,
+    pub chunk: Arc<PlacedChunk>,
     pub start: usize,
     pub end: usize,
 }
@@ -142,11 +162,11 @@ impl Piece {
 /// documentation says.
 pub(crate) struct RestoreChunks<'a, S> {
     source: &'a S,
-    cache: ChunkCache<Arc<Vec<u8>>>,
+    cache: ChunkCache<Arc<PlacedChunk>>,
     /// Ranges still to copy out of chunks not fetched yet.
     keep: HashMap<Digest, Vec<KeepRange>>,
     /// Ranges copied out, with their uses left.
-    kept: HashMap<Range, (Arc<Vec<u8>>, u32)>,
+    kept: HashMap<Range, (Arc<PlacedChunk>, u32)>,
 }
 
 impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
@@ -185,7 +205,7 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
                         end,
                     });
                 }
-                self.fetch(&ext.digest)?
+                self.fetch(&ext.digest, lead(ext))?
             }
         };
         if chunk.get(start..end).is_none() {
@@ -203,10 +223,10 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
         Ok(Piece { chunk, start, end })
     }
 
-    fn fetch(&mut self, digest: &Digest) -> Result<Arc<Vec<u8>>, RestoreError> {
+    fn fetch(&mut self, digest: &Digest, lead: usize) -> Result<Arc<PlacedChunk>, RestoreError> {
         let chunk = Arc::new(
             self.source
-                .read_chunk(digest)
+                .read_chunk_placed(digest, lead)
                 .map_err(RestoreError::Catalog)?,
         );
         // Out of range, a kept range is skipped: its extent then fetches the chunk and
@@ -216,7 +236,7 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
             if let Some(bytes) = chunk.get(start..end) {
                 self.kept.insert(
                     (*digest, k.offset, k.len),
-                    (Arc::new(bytes.to_vec()), k.uses),
+                    (Arc::new(PlacedChunk::from_vec(bytes.to_vec())), k.uses),
                 );
             }
         }

@@ -8,16 +8,19 @@
 //! rules stay entirely with the restorer.
 //!
 //! Files of at least [`DIRECT_MIN`] bytes are written around the page cache (`O_DIRECT`),
-//! like image restores (see `image/writeout.rs` for why): the restorer copies their bytes
-//! into aligned run buffers from a small pool, and a writer writes each run's aligned part
-//! directly and its unaligned edges through the page cache. Smaller files, and every file
-//! on a file system that refuses direct writes, go through the page cache whole.
+//! like image restores (see `image/writeout.rs` for why). A chunk decoded at the alignment
+//! of its bytes' file offset (as the restore plan places it) has its whole blocks written
+//! straight from it; the bytes around them, and pieces of chunks placed for another file,
+//! are copied into aligned run buffers from a small pool, and a writer writes each run's
+//! aligned part directly and its unaligned edges through the page cache. Smaller files, and
+//! every file on a file system that refuses direct writes, go through the page cache whole.
 //!
-//! A file's data may be split over several jobs; the writer that finishes its last job sizes
-//! the file and applies its metadata. The first write error stops the restore: the writers
+//! A file's data may be split over several jobs, all for one writer (writes into one file
+//! wait for each other in the file system anyway); the writer that finishes its last job
+//! sizes the file and applies its metadata. The first write error stops the restore: the writers
 //! drop what is still queued, and the restorer returns that error.
 
-use abri_store::Entry;
+use abri_store::{Entry, PlacedChunk};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -34,13 +37,17 @@ use crate::restore::{RestoreError, text, warn_io};
 
 /// Threads writing restored bytes into files.
 const WRITERS: usize = 2;
-/// Jobs waiting for a writer. A piece job holds a decoded chunk (2 MiB on average, 8 MiB at
-/// most) until it is written, so the queue is short: it only has to keep the writers busy.
-const QUEUE: usize = 8;
+/// Jobs waiting for each writer. A piece job holds a decoded chunk (2 MiB on average, 8 MiB
+/// at most) until it is written, so the queues are short: they only have to keep the
+/// writers busy.
+const QUEUE: usize = 4;
 /// Files this large are written directly, around the page cache.
 pub(crate) const DIRECT_MIN: u64 = 256 << 10;
 /// Run buffers at most: direct writes hold at most `RUNS` × [`RUN_BYTES`] of memory.
 const RUNS: usize = 6;
+/// Fewest bytes written directly from a chunk: a shorter span is copied into a run (where
+/// it joins its neighbours in one write).
+const DIRECT_SPAN_MIN: usize = 64 << 10;
 
 /// What the restorer knows of a created file that spares the writers work at its end.
 pub(crate) struct FileDone {
@@ -106,7 +113,15 @@ enum Data {
     /// Bytes of a decoded chunk (`chunk[start..end]`, checked by the restorer) to write at
     /// `offset` through the page cache.
     Piece {
-        chunk: Arc<Vec<u8>>,
+        chunk: Arc<PlacedChunk>,
+        start: usize,
+        end: usize,
+        offset: u64,
+    },
+    /// Whole blocks of a decoded chunk (`chunk[start..end]`) that lie in memory at the
+    /// alignment of `offset`, their place in the file: written directly, without a copy.
+    Direct {
+        chunk: Arc<PlacedChunk>,
         start: usize,
         end: usize,
         offset: u64,
@@ -148,7 +163,10 @@ impl Shared {
 
 /// The restorer's end of the writer threads.
 pub(crate) struct Writers {
-    queue: Sender<Job>,
+    /// One queue per writer: all of a file's jobs go to one writer, as writes into one
+    /// file only wait for each other (the file system serializes writes that extend a
+    /// file, and two writers on one file spent their time on its lock).
+    queues: Vec<Sender<Job>>,
     /// Run buffers the writers gave back.
     free_runs: Receiver<AlignedBuf>,
     /// Run buffers made so far (at most [`RUNS`]; a restore of small files makes none).
@@ -168,8 +186,18 @@ impl Writers {
         size >= DIRECT_MIN && self.shared.direct_ok.load(Ordering::Relaxed)
     }
 
-    fn send(&self, job: Job) -> Result<(), RestoreError> {
-        if self.stopped() || self.queue.send(job).is_err() {
+    /// The writer for a new file: the one with the fewest jobs waiting.
+    fn pick(&self) -> usize {
+        (0..self.queues.len())
+            .min_by_key(|&i| self.queues[i].len())
+            .unwrap_or(0)
+    }
+
+    fn send(&self, writer: usize, job: Job) -> Result<(), RestoreError> {
+        let Some(queue) = self.queues.get(writer) else {
+            return Err(RestoreError::WritersStopped);
+        };
+        if self.stopped() || queue.send(job).is_err() {
             return Err(RestoreError::WritersStopped);
         }
         Ok(())
@@ -200,6 +228,8 @@ impl Writers {
 /// [`finish`]: FileFeed::finish
 pub(crate) struct FileFeed<'w> {
     writers: &'w Writers,
+    /// The writer all of the file's jobs go to.
+    writer: usize,
     file: Arc<OpenFile>,
     held: Option<Data>,
     /// The run being filled (direct files only).
@@ -210,6 +240,7 @@ impl<'w> FileFeed<'w> {
     pub(crate) fn new(writers: &'w Writers, file: OpenFile) -> Self {
         FileFeed {
             writers,
+            writer: writers.pick(),
             file: Arc::new(file),
             held: None,
             run: None,
@@ -223,18 +254,26 @@ impl<'w> FileFeed<'w> {
     fn queue(&mut self, data: Data) -> Result<(), RestoreError> {
         if let Some(previous) = self.held.replace(data) {
             self.file.jobs_left.fetch_add(1, Ordering::AcqRel);
-            self.writers.send(Job {
-                file: self.file.clone(),
-                data: previous,
-            })?;
+            self.writers.send(
+                self.writer,
+                Job {
+                    file: self.file.clone(),
+                    data: previous,
+                },
+            )?;
         }
         Ok(())
     }
 
     /// Adds `chunk[start..end]` (a range the caller checked) at file offset `offset`.
+    ///
+    /// For a direct file, the piece's whole blocks are written straight from the chunk when
+    /// the chunk was decoded at their alignment (as the restore plan places each chunk for
+    /// the file that first uses it), and only the bytes around them are copied into runs;
+    /// any other piece is copied into runs whole.
     pub(crate) fn push(
         &mut self,
-        chunk: &Arc<Vec<u8>>,
+        chunk: &Arc<PlacedChunk>,
         start: usize,
         end: usize,
         offset: u64,
@@ -247,7 +286,25 @@ impl<'w> FileFeed<'w> {
                 offset,
             });
         }
-        let (mut bytes, mut offset) = (&chunk[start..end], offset);
+        let Some((from, to)) = direct_span(chunk, start, end, offset) else {
+            return self.copy_to_runs(&chunk[start..end], offset);
+        };
+        self.copy_to_runs(&chunk[start..from], offset)?;
+        if let Some(run) = self.run.take() {
+            self.queue(Data::Run(run))?;
+        }
+        self.queue(Data::Direct {
+            chunk: chunk.clone(),
+            start: from,
+            end: to,
+            offset: offset + (from - start) as u64,
+        })?;
+        self.copy_to_runs(&chunk[to..end], offset + (to - start) as u64)
+    }
+
+    /// Copies `bytes`, for file offset `offset`, into runs.
+    fn copy_to_runs(&mut self, bytes: &[u8], offset: u64) -> Result<(), RestoreError> {
+        let (mut bytes, mut offset) = (bytes, offset);
         while !bytes.is_empty() {
             let mut run = match self.run.take() {
                 Some(run) if run.offset + run.len as u64 == offset => run,
@@ -285,10 +342,13 @@ impl<'w> FileFeed<'w> {
             self.queue(Data::Run(run))?;
         }
         let data = self.held.take().unwrap_or(Data::None);
-        self.writers.send(Job {
-            file: self.file.clone(),
-            data,
-        })
+        self.writers.send(
+            self.writer,
+            Job {
+                file: self.file.clone(),
+                data,
+            },
+        )
     }
 }
 
@@ -300,12 +360,14 @@ pub(crate) fn run_with_writers<R>(
     restore: impl FnOnce(&Writers) -> Result<R, RestoreError>,
 ) -> Result<R, RestoreError> {
     let shared = Arc::new(Shared::new());
-    let (tx, rx) = bounded::<Job>(QUEUE);
     let (free_tx, free_rx) = bounded::<AlignedBuf>(RUNS);
+    let mut queues = Vec::with_capacity(WRITERS);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..WRITERS)
             .map(|_| {
-                let (rx, free_tx, shared) = (rx.clone(), free_tx.clone(), &shared);
+                let (tx, rx) = bounded::<Job>(QUEUE);
+                queues.push(tx);
+                let (free_tx, shared) = (free_tx.clone(), &shared);
                 scope.spawn(move || {
                     for job in rx {
                         let skip =
@@ -326,9 +388,9 @@ pub(crate) fn run_with_writers<R>(
                 })
             })
             .collect();
-        drop((rx, free_tx));
+        drop(free_tx);
         let writers = Writers {
-            queue: tx,
+            queues,
             free_runs: free_rx,
             runs_made: AtomicUsize::new(0),
             shared: shared.clone(),
@@ -367,6 +429,24 @@ fn do_job(job: &Job, shared: &Shared, counters: &Counters) -> Result<(), Restore
                 .map_err(|e| open.io_error(e))?;
             end - start
         }
+        Data::Direct {
+            chunk,
+            start,
+            end,
+            offset,
+        } => {
+            let bytes = &chunk[*start..*end];
+            let written = match &open.direct {
+                Some(direct) => write_direct(direct, bytes, *offset, &shared.direct_ok),
+                None => Ok(false),
+            };
+            if !written.map_err(|e| open.io_error(e))? {
+                open.file
+                    .write_all_at(bytes, *offset)
+                    .map_err(|e| open.io_error(e))?;
+            }
+            end - start
+        }
         Data::Run(run) => {
             write_run(open, run, shared).map_err(|e| open.io_error(e))?;
             run.len
@@ -386,6 +466,24 @@ fn do_job(job: &Job, shared: &Shared, counters: &Counters) -> Result<(), Restore
         apply_fd_meta(counters, fd, &open.entry, done.owner, Some(done.mode_set));
     }
     Ok(())
+}
+
+/// The part `from..to` of `chunk[start..end]` (for file offset `offset`) to write directly
+/// from the chunk: its whole blocks, if the chunk lies in memory at their alignment and
+/// they are worth a job of their own ([`DIRECT_SPAN_MIN`]).
+fn direct_span(
+    chunk: &PlacedChunk,
+    start: usize,
+    end: usize,
+    offset: u64,
+) -> Option<(usize, usize)> {
+    let at = chunk.as_ptr() as usize + start;
+    if at % ALIGN != (offset % ALIGN as u64) as usize {
+        return None;
+    }
+    let from = start + (ALIGN - at % ALIGN) % ALIGN;
+    let to = from + end.checked_sub(from)? / ALIGN * ALIGN;
+    (to - from >= DIRECT_SPAN_MIN).then_some((from, to))
 }
 
 /// Writes a run: its aligned middle directly, its unaligned edges (and all of it if direct
@@ -487,12 +585,17 @@ mod tests {
         }
     }
 
-    fn pattern(n: usize, seed: u8) -> Arc<Vec<u8>> {
-        Arc::new(
-            (0..n)
-                .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 12) as u8 ^ seed)
-                .collect(),
-        )
+    /// `n` bytes of a pattern, placed at `lead`.
+    fn pattern(n: usize, seed: u8, lead: usize) -> Arc<PlacedChunk> {
+        let bytes: Vec<u8> = (0..n)
+            .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 12) as u8 ^ seed)
+            .collect();
+        Arc::new(PlacedChunk::copied(&bytes, lead))
+    }
+
+    /// The lead that puts chunk byte `start` at the alignment of file offset `offset`.
+    fn lead_for(offset: u64, start: usize) -> usize {
+        (offset as usize + ALIGN - start % ALIGN) % ALIGN
     }
 
     /// Creates `name` in `dir` as the restorer does, direct when asked and possible.
@@ -506,8 +609,9 @@ mod tests {
     }
 
     /// Extents of every shape (unaligned starts and ends, runs that fill and overflow a
-    /// run buffer, a hole, a piece at the very end), written through a feed, in a file
-    /// sized past its last byte; the file must hold exactly the expected bytes.
+    /// run buffer, a hole, a piece at the very end; pieces of a chunk placed at their
+    /// alignment and at another), written through a feed, in a file sized past its last
+    /// byte; the file must hold exactly the expected bytes.
     fn round_trip(direct: bool) -> bool {
         let dir = tempfile::tempdir().unwrap();
         let (file, direct) = create(dir.path(), "f", direct);
@@ -521,10 +625,11 @@ mod tests {
             entry("f", size as u64, 0o640, 1_500_000_000_000_000_000),
             done(0o600, size as u64),
         );
-        let big = pattern(5 << 20, 1);
-        let small = pattern(10_001, 2);
+        // Placed so that its byte 3, at file offset 10_001, lies at that alignment.
+        let big = pattern(5 << 20, 1, lead_for(10_001, 3));
+        let small = pattern(10_001, 2, 0);
         // (chunk, start, end, offset)
-        let mut extents: Vec<(&Arc<Vec<u8>>, usize, usize, u64)> = vec![
+        let mut extents: Vec<(&Arc<PlacedChunk>, usize, usize, u64)> = vec![
             (&small, 0, 10_001, 0),
             (&big, 3, 5 << 20, 10_001),
             (&small, 100, 9_000, 10_001 + (5 << 20) - 3),
@@ -532,6 +637,11 @@ mod tests {
         // A hole, then an unaligned start, then a piece ending at the file's end.
         let after_hole = 10_001 + (5 << 20) - 3 + 8_900 + 123_457;
         extents.push((&big, 0, 4 << 20, after_hole as u64));
+        // After another hole, a piece at the chunk's alignment again, from an unaligned
+        // offset.
+        let again = 10_001 - 3 + 5_000 + 2_560 * ALIGN as u64;
+        assert_eq!(lead_for(again, 5_000), lead_for(10_001, 3));
+        extents.push((&big, 5_000, 5_000 + (2 << 20) + 100, again));
         let tail_at = size - 5_000;
         extents.push((&small, 0, 5_000, tail_at as u64));
         let mut bytes = 0;
@@ -571,6 +681,30 @@ mod tests {
     }
 
     #[test]
+    fn whole_blocks_at_their_alignment_are_written_from_the_chunk() {
+        let chunk = pattern(1 << 20, 3, 100);
+        // Byte 0 sits 100 bytes past an aligned address: aligned for file offset 100 (and
+        // any offset 100 past a block).
+        let at = |offset: u64, start: usize, end: usize| direct_span(&chunk, start, end, offset);
+        assert_eq!(at(100, 0, 1 << 20), Some((3_996, 3_996 + 255 * ALIGN)));
+        assert_eq!(
+            at(8_302, 10, 500_000),
+            Some((3_996, 3_996 + (500_000 - 3_996) / ALIGN * ALIGN))
+        );
+        // Another alignment: copied.
+        assert_eq!(at(0, 0, 1 << 20), None);
+        assert_eq!(at(101, 0, 1 << 20), None);
+        // Too few whole blocks to be worth a job of their own.
+        assert_eq!(at(100, 0, 3_996 + DIRECT_SPAN_MIN - 1), None);
+        assert_eq!(
+            at(100, 0, 3_996 + DIRECT_SPAN_MIN),
+            Some((3_996, 3_996 + DIRECT_SPAN_MIN))
+        );
+        // No whole block at all.
+        assert_eq!(at(100, 0, 3_000), None);
+    }
+
+    #[test]
     fn a_file_written_through_the_page_cache_has_exactly_its_bytes() {
         assert!(!round_trip(false));
     }
@@ -587,7 +721,12 @@ mod tests {
                 OpenFile::new(file, None, entry("f", size, mode, 0), told),
             );
             if !data.is_empty() {
-                feed.push(&Arc::new(data.to_vec()), 0, data.len(), 0)?;
+                feed.push(
+                    &Arc::new(PlacedChunk::from_vec(data.to_vec())),
+                    0,
+                    data.len(),
+                    0,
+                )?;
             }
             feed.finish()
         })
@@ -624,7 +763,7 @@ mod tests {
         let (tx, _rx) = bounded(1);
         let (_ftx, frx) = bounded(1);
         let w = Writers {
-            queue: tx,
+            queues: vec![tx],
             free_runs: frx,
             runs_made: AtomicUsize::new(0),
             shared: shared.clone(),
@@ -667,7 +806,8 @@ mod tests {
         let mut saw_stop = false;
         let result: Result<(), RestoreError> = run_with_writers(&counters, |w| {
             let mut feed = FileFeed::new(w, open);
-            feed.push(&Arc::new(vec![7; 10]), 0, 10, 0).unwrap();
+            feed.push(&Arc::new(PlacedChunk::from_vec(vec![7; 10])), 0, 10, 0)
+                .unwrap();
             feed.finish().unwrap();
             for _ in 0..10_000 {
                 if w.stopped() {
@@ -680,7 +820,8 @@ mod tests {
             let (other, _) = create(dir.path(), "other", false);
             let b = OpenFile::new(other, None, entry("b", 0, 0o600, 0), done(0o600, 0));
             let mut feed = FileFeed::new(w, b);
-            assert!(feed.push(&Arc::new(vec![1]), 0, 1, 0).is_err() || feed.finish().is_err());
+            let one = Arc::new(PlacedChunk::from_vec(vec![1]));
+            assert!(feed.push(&one, 0, 1, 0).is_err() || feed.finish().is_err());
             Err(RestoreError::WritersStopped)
         });
         assert!(saw_stop, "the restorer learns of the failure");
@@ -705,7 +846,7 @@ mod tests {
         let counters = Counters::default();
         let result = run_with_writers(&counters, |w| {
             let mut feed = FileFeed::new(w, open);
-            feed.push(&Arc::new(vec![1]), 0, 1, 0)?;
+            feed.push(&Arc::new(PlacedChunk::from_vec(vec![1])), 0, 1, 0)?;
             feed.finish()?;
             Ok(42)
         });

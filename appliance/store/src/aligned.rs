@@ -37,9 +37,89 @@ impl AlignedBuf {
     }
 }
 
+/// Bytes placed in memory at a chosen alignment: byte 0 sits `lead` bytes past an
+/// [`ALIGN`]ed address (`lead < ALIGN`). A restore decodes a chunk so placed when it knows
+/// the file offset the chunk's bytes go to: the chunk's whole blocks then already lie
+/// where a direct write needs them, and are written without a copy.
+///
+/// The placement is only ever a hint: [`PlacedChunk::from_vec`] takes bytes wherever they
+/// are, and a writer checks the actual address.
+pub struct PlacedChunk {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl PlacedChunk {
+    /// `bytes` where they already are.
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        PlacedChunk {
+            buf: bytes,
+            start: 0,
+        }
+    }
+
+    /// A copy of `bytes` placed at `lead` (modulo [`ALIGN`]).
+    pub fn copied(bytes: &[u8], lead: usize) -> Self {
+        let mut placed = PlacedChunk::with_room(bytes.len(), lead);
+        let (buf, start) = placed.filler();
+        buf.resize(start, 0);
+        buf.extend_from_slice(bytes);
+        placed
+    }
+
+    /// An empty buffer with room for `len` bytes placed at `lead` (modulo [`ALIGN`]), for
+    /// [`Self::filler`]. At most `2 * ALIGN` bytes more are allocated, and none are written.
+    pub(crate) fn with_room(len: usize, lead: usize) -> Self {
+        let buf: Vec<u8> = Vec::with_capacity(len + 2 * ALIGN);
+        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN) + lead % ALIGN;
+        PlacedChunk { buf, start }
+    }
+
+    /// The buffer and the position of byte 0, for a writer that fills it from there (at
+    /// most `len` bytes, as given to [`Self::with_room`]).
+    pub(crate) fn filler(&mut self) -> (&mut Vec<u8>, usize) {
+        (&mut self.buf, self.start)
+    }
+
+    /// The bytes, as a vector of their own (a copy unless they start the buffer).
+    pub fn into_vec(self) -> Vec<u8> {
+        if self.start == 0 {
+            return self.buf;
+        }
+        self.buf[self.start..].to_vec()
+    }
+}
+
+impl std::ops::Deref for PlacedChunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or(&[])
+    }
+}
+
+impl std::fmt::Debug for PlacedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PlacedChunk({} bytes)", self.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placed_bytes_sit_at_their_lead() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        for lead in [0, 1, 2000, 4095, 4097] {
+            let placed = PlacedChunk::copied(&bytes, lead);
+            assert_eq!(&placed[..], &bytes[..]);
+            assert_eq!(placed.as_ptr() as usize % ALIGN, lead % ALIGN);
+            assert_eq!(placed.into_vec(), bytes);
+        }
+        assert_eq!(&PlacedChunk::from_vec(bytes.clone())[..], &bytes[..]);
+        assert!(PlacedChunk::copied(&[], 5).is_empty());
+    }
 
     #[test]
     fn the_usable_bytes_start_aligned() {

@@ -15,6 +15,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aligned::PlacedChunk;
 use crate::chunk::{MAX_CHUNK_LEN, encode_chunk};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::error::{ChunkDefect, Result, StoreError};
@@ -367,6 +368,14 @@ pub trait ChunkSource {
         let chunks = self.read_chunks(digests)?;
         place_chunks(digests, &chunks, lens, dest)
     }
+
+    /// The verified raw bytes of a chunk, placed at `lead` (see [`PlacedChunk`]) by a
+    /// source that decodes them itself (a remote one); the default leaves them where
+    /// [`Self::read_chunk`] put them.
+    fn read_chunk_placed(&self, digest: &Digest, lead: usize) -> Result<PlacedChunk> {
+        let _ = lead;
+        self.read_chunk(digest).map(PlacedChunk::from_vec)
+    }
 }
 
 /// The default of [`ChunkSource::read_chunks_into`]: `chunks` copied into place, each
@@ -420,6 +429,10 @@ impl<T: ChunkSource + ?Sized> ChunkSource for &T {
 
     fn read_chunks_into(&self, digests: &[Digest], lens: &[usize], dest: &mut [u8]) -> Result<()> {
         (**self).read_chunks_into(digests, lens, dest)
+    }
+
+    fn read_chunk_placed(&self, digest: &Digest, lead: usize) -> Result<PlacedChunk> {
+        (**self).read_chunk_placed(digest, lead)
     }
 }
 

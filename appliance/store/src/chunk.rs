@@ -12,6 +12,7 @@
 //! The digest is not in the header: it names the chunk (file name, URL) and is recomputed
 //! from the decoded bytes on every decode, so a chunk can never be read as another.
 
+use crate::aligned::PlacedChunk;
 use crate::error::{ChunkDefect, Result, StoreError};
 use crate::key::{ChunkKey, Digest};
 use std::cell::RefCell;
@@ -154,6 +155,49 @@ pub fn decode_chunk_into(
     Ok(())
 }
 
+/// [`decode_chunk`] into a buffer placed at `lead` (see [`PlacedChunk`]): the bytes are
+/// decompressed where they stay, and only the padding before them is zeroed.
+pub fn decode_chunk_placed(
+    bytes: &[u8],
+    key: &ChunkKey,
+    expected: &Digest,
+    lead: usize,
+) -> Result<PlacedChunk> {
+    let bad = |defect| StoreError::BadChunk {
+        digest: *expected,
+        defect,
+    };
+    let (codec, declared) = declared_len(bytes).map_err(bad)?;
+    let payload = &bytes[CHUNK_HEADER_LEN..];
+    let mut placed = PlacedChunk::with_room(declared as usize, lead);
+    let (buf, start) = placed.filler();
+    buf.resize(start, 0);
+    let written = if codec == CODEC_RAW {
+        if payload.len() == declared as usize {
+            buf.extend_from_slice(payload);
+        }
+        payload.len()
+    } else {
+        // The room after `start` is the declared length and less than `2 * ALIGN` more: a
+        // frame longer than declared fails or is refused below.
+        let mut cursor = std::io::Cursor::new(buf);
+        cursor.set_position(start as u64);
+        with_decompressor(|d| d.decompress_to_buffer(payload, &mut cursor))
+            .map_err(|e| bad(ChunkDefect::Decompress(e.to_string())))?
+    };
+    if written != declared as usize {
+        return Err(bad(ChunkDefect::LengthMismatch {
+            declared,
+            actual: written,
+        }));
+    }
+    let actual = key.digest(&placed);
+    if actual != *expected {
+        return Err(bad(ChunkDefect::DigestMismatch(actual)));
+    }
+    Ok(placed)
+}
+
 /// One zstd frame decompressed into `dest` (never past its end), on this thread's context:
 /// the number of bytes written.
 fn decompress_to(payload: &[u8], dest: &mut [u8]) -> std::io::Result<usize> {
@@ -240,11 +284,31 @@ mod tests {
             std::mem::discriminant(&into),
             "{found:?} / {into:?}"
         );
+        for lead in [0, 1, 4095] {
+            let placed = match decode_chunk_placed(bytes, key, expected, lead) {
+                Err(StoreError::BadChunk { defect, .. }) => defect,
+                other => panic!("decode_chunk_placed: expected BadChunk, got {other:?}"),
+            };
+            // The placed buffer has up to `2 * ALIGN` bytes of room past the declared
+            // length: a longer frame may decompress and then be refused for its length.
+            let length = |d: &ChunkDefect| {
+                matches!(
+                    d,
+                    ChunkDefect::Decompress(_) | ChunkDefect::LengthMismatch { .. }
+                )
+            };
+            assert!(
+                std::mem::discriminant(&found) == std::mem::discriminant(&placed)
+                    || (length(&found) && length(&placed)),
+                "{found:?} / {placed:?}"
+            );
+        }
         found
     }
 
-    /// Decoding into place gives the bytes decoding gives, for both codecs, and refuses a
-    /// place of the wrong size before it decodes anything.
+    /// Decoding into place, or into a buffer placed at a chosen alignment, gives the bytes
+    /// decoding gives, for both codecs; a place of the wrong size is refused before
+    /// anything is decoded.
     #[test]
     fn decoding_into_place_matches_decoding() {
         let compressible = vec![b'q'; 65536];
@@ -266,6 +330,12 @@ mod tests {
             decode_chunk_into(&encoded, &key(), &d, &mut dest).unwrap();
             assert_eq!(dest, raw);
             assert_eq!(decode_chunk(&encoded, &key(), &d).unwrap(), raw);
+            for lead in [0, 1, 777, 4095, 4096 + 5] {
+                let placed = decode_chunk_placed(&encoded, &key(), &d, lead).unwrap();
+                assert_eq!(&placed[..], &raw[..]);
+                assert_eq!(placed.as_ptr() as usize % crate::ALIGN, lead % crate::ALIGN);
+                assert_eq!(placed.into_vec(), raw);
+            }
             for wrong in [raw.len() - 1, raw.len() + 1] {
                 let mut dest = vec![7u8; wrong];
                 assert!(matches!(

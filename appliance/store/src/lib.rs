@@ -137,14 +137,14 @@ pub mod store;
 mod testutil;
 pub mod verify;
 
-pub use aligned::{ALIGN, AlignedBuf};
+pub use aligned::{ALIGN, AlignedBuf, PlacedChunk};
 pub use catalog::{
     CatalogReader, CatalogWriter, ChunkSource, EncodedChunk, Entry, EntryKind, Extent,
     FinishedCatalog, WindowsMeta, path_cmp, validate_path,
 };
 pub use chunk::{
-    CHUNK_HEADER_LEN, MAX_CHUNK_LEN, decode_chunk, decode_chunk_into, encode_chunk,
-    encode_chunk_into,
+    CHUNK_HEADER_LEN, MAX_CHUNK_LEN, decode_chunk, decode_chunk_into, decode_chunk_placed,
+    encode_chunk, encode_chunk_into,
 };
 pub use chunker::{Chunker, ChunkerParams};
 pub use error::{ChunkDefect, StoreError};

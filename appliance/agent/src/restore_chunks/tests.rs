@@ -51,7 +51,8 @@ fn restore(files: &[Vec<Extent>]) -> RestorePlan {
             assert!(piece.bytes() == want, "file {i}, extent {e:?}");
         }
     }
-    assert_eq!(*source.asked.lock().unwrap(), plan.fetches);
+    let planned: Vec<Digest> = plan.fetches.iter().map(|f| f.digest).collect();
+    assert_eq!(*source.asked.lock().unwrap(), planned);
     assert!(
         chunks.kept.is_empty(),
         "every kept range is dropped after its last use"
@@ -78,7 +79,7 @@ fn the_plan_is_what_the_restore_asks_for() {
         vec![ext(12, 5, 7)],
     ];
     let plan = restore(&files);
-    let numbers: Vec<u8> = plan.fetches.iter().map(|d| d.0[0]).collect();
+    let numbers: Vec<u8> = plan.fetches.iter().map(|f| f.digest.0[0]).collect();
     assert_eq!(numbers, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 12]);
     assert_eq!(
         plan.keep[&d(2)],
@@ -122,7 +123,7 @@ fn kept_bytes_stay_within_the_budget() {
     let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
     let kept: u64 = plan.keep.values().flatten().map(|k| u64::from(k.len)).sum();
     assert_eq!(kept, KEEP_BUDGET);
-    let refetches = plan.fetches.iter().filter(|d| d.0[0] == 0).count();
+    let refetches = plan.fetches.iter().filter(|f| f.digest.0[0] == 0).count();
     assert!(refetches > 1, "past the budget chunk 0 is fetched again");
 }
 
