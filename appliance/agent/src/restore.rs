@@ -14,9 +14,9 @@
 //! This file holds what both systems share and the Unix restorer; the Windows restorer
 //! (`platform/windows/restore.rs`) keeps the same rules with Windows handles and metadata.
 
-#[cfg(unix)]
-use abri_store::Entry;
 use abri_store::{CatalogReader, ChunkSource, Digest, EntryKind};
+#[cfg(unix)]
+use abri_store::{Entry, Extent};
 #[cfg(unix)]
 use std::collections::HashMap;
 #[cfg(unix)]
@@ -700,6 +700,9 @@ impl<S: ChunkSource> Restorer<'_, S> {
             None
         };
         let extents = std::mem::take(&mut entry.extents);
+        if direct.is_some() {
+            preallocate(&file, &extents, &entry.path)?;
+        }
         let done = FileDone {
             owner: self.owner_to_set(&entry),
             mode_set: create_mode & !self.umask,
@@ -718,6 +721,37 @@ impl<S: ChunkSource> Restorer<'_, S> {
         feed.finish()?;
         self.report.files += 1;
         Ok(true)
+    }
+}
+
+/// Allocates a large file's data before it is written, when its extents cover it from 0
+/// without a hole (a sparse file keeps its holes). Direct writes into allocated blocks
+/// within the file's size are overwrites, which Linux runs side by side under a shared
+/// inode lock; writes that allocate or extend the file hold the lock until their data is
+/// on the disk, one at a time. A full file system is the restore's error; one that cannot
+/// allocate ahead leaves the blocks to the writes.
+#[cfg(unix)]
+fn preallocate(file: &File, extents: &[Extent], path: &[u8]) -> Result<(), RestoreError> {
+    let mut end = 0u64;
+    for e in extents {
+        if e.file_offset != end {
+            return Ok(());
+        }
+        end += u64::from(e.len);
+    }
+    match platform::preallocate(file, end) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            Err(RestoreError::Io {
+                path: text(path),
+                source: e,
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -745,6 +779,35 @@ mod tests {
         // The real lookup: root is uid 0 and gid 0 on every Linux machine.
         assert_eq!(ids.user("root", platform::uid_of), Some(0));
         assert_eq!(ids.group("root", platform::gid_of), Some(0));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_large_file_without_holes_is_allocated_before_it_is_written() {
+        use std::os::unix::fs::MetadataExt;
+        let ext = |file_offset: u64, len: u32| Extent {
+            digest: abri_store::Digest([1; 32]),
+            chunk_offset: 0,
+            len,
+            file_offset,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let whole = File::create(dir.path().join("whole")).unwrap();
+        let extents = [ext(0, 300_000), ext(300_000, 700_000)];
+        preallocate(&whole, &extents, b"whole").unwrap();
+        let meta = whole.metadata().unwrap();
+        // A file system without fallocate leaves the blocks to the writes.
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        if platform::preallocate(&probe, 4096).is_ok() {
+            assert_eq!(meta.len(), 1_000_000);
+            assert!(meta.blocks() * 512 >= 1_000_000, "{} blocks", meta.blocks());
+        }
+        // A sparse file keeps its holes: nothing allocated.
+        let sparse = File::create(dir.path().join("sparse")).unwrap();
+        let holes = [ext(0, 300_000), ext(500_000, 100_000)];
+        preallocate(&sparse, &holes, b"sparse").unwrap();
+        let meta = sparse.metadata().unwrap();
+        assert_eq!((meta.len(), meta.blocks()), (0, 0));
     }
 
     #[test]

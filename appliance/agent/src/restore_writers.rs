@@ -15,9 +15,10 @@
 //! aligned part directly and its unaligned edges through the page cache. Smaller files, and
 //! every file on a file system that refuses direct writes, go through the page cache whole.
 //!
-//! A file's data may be split over several jobs, all for one writer (writes into one file
-//! wait for each other in the file system anyway); the writer that finishes its last job
-//! sizes the file and applies its metadata. The first write error stops the restore: the writers
+//! A file's data may be split over several jobs, which writers may write at the same time
+//! (the restorer allocates a large file's blocks first, so its direct writes are overwrites
+//! that Linux runs side by side); the writer that finishes its last job sizes the file and
+//! applies its metadata. The first write error stops the restore: the writers
 //! drop what is still queued, and the restorer returns that error.
 
 use abri_store::{Entry, PlacedChunk};
@@ -37,10 +38,9 @@ use crate::restore::{RestoreError, text, warn_io};
 
 /// Threads writing restored bytes into files.
 const WRITERS: usize = 2;
-/// Jobs waiting for each writer. A piece job holds a decoded chunk (2 MiB on average, 8 MiB
-/// at most) until it is written, so the queues are short: they only have to keep the
-/// writers busy.
-const QUEUE: usize = 4;
+/// Jobs waiting for a writer. A piece job holds a decoded chunk (2 MiB on average, 8 MiB at
+/// most) until it is written, so the queue is short: it only has to keep the writers busy.
+const QUEUE: usize = 8;
 /// Files this large are written directly, around the page cache.
 pub(crate) const DIRECT_MIN: u64 = 256 << 10;
 /// Run buffers at most: direct writes hold at most `RUNS` × [`RUN_BYTES`] of memory.
@@ -163,10 +163,7 @@ impl Shared {
 
 /// The restorer's end of the writer threads.
 pub(crate) struct Writers {
-    /// One queue per writer: all of a file's jobs go to one writer, as writes into one
-    /// file only wait for each other (the file system serializes writes that extend a
-    /// file, and two writers on one file spent their time on its lock).
-    queues: Vec<Sender<Job>>,
+    queue: Sender<Job>,
     /// Run buffers the writers gave back.
     free_runs: Receiver<AlignedBuf>,
     /// Run buffers made so far (at most [`RUNS`]; a restore of small files makes none).
@@ -186,18 +183,8 @@ impl Writers {
         size >= DIRECT_MIN && self.shared.direct_ok.load(Ordering::Relaxed)
     }
 
-    /// The writer for a new file: the one with the fewest jobs waiting.
-    fn pick(&self) -> usize {
-        (0..self.queues.len())
-            .min_by_key(|&i| self.queues[i].len())
-            .unwrap_or(0)
-    }
-
-    fn send(&self, writer: usize, job: Job) -> Result<(), RestoreError> {
-        let Some(queue) = self.queues.get(writer) else {
-            return Err(RestoreError::WritersStopped);
-        };
-        if self.stopped() || queue.send(job).is_err() {
+    fn send(&self, job: Job) -> Result<(), RestoreError> {
+        if self.stopped() || self.queue.send(job).is_err() {
             return Err(RestoreError::WritersStopped);
         }
         Ok(())
@@ -228,8 +215,6 @@ impl Writers {
 /// [`finish`]: FileFeed::finish
 pub(crate) struct FileFeed<'w> {
     writers: &'w Writers,
-    /// The writer all of the file's jobs go to.
-    writer: usize,
     file: Arc<OpenFile>,
     held: Option<Data>,
     /// The run being filled (direct files only).
@@ -240,7 +225,6 @@ impl<'w> FileFeed<'w> {
     pub(crate) fn new(writers: &'w Writers, file: OpenFile) -> Self {
         FileFeed {
             writers,
-            writer: writers.pick(),
             file: Arc::new(file),
             held: None,
             run: None,
@@ -254,13 +238,10 @@ impl<'w> FileFeed<'w> {
     fn queue(&mut self, data: Data) -> Result<(), RestoreError> {
         if let Some(previous) = self.held.replace(data) {
             self.file.jobs_left.fetch_add(1, Ordering::AcqRel);
-            self.writers.send(
-                self.writer,
-                Job {
-                    file: self.file.clone(),
-                    data: previous,
-                },
-            )?;
+            self.writers.send(Job {
+                file: self.file.clone(),
+                data: previous,
+            })?;
         }
         Ok(())
     }
@@ -342,13 +323,10 @@ impl<'w> FileFeed<'w> {
             self.queue(Data::Run(run))?;
         }
         let data = self.held.take().unwrap_or(Data::None);
-        self.writers.send(
-            self.writer,
-            Job {
-                file: self.file.clone(),
-                data,
-            },
-        )
+        self.writers.send(Job {
+            file: self.file.clone(),
+            data,
+        })
     }
 }
 
@@ -361,13 +339,11 @@ pub(crate) fn run_with_writers<R>(
 ) -> Result<R, RestoreError> {
     let shared = Arc::new(Shared::new());
     let (free_tx, free_rx) = bounded::<AlignedBuf>(RUNS);
-    let mut queues = Vec::with_capacity(WRITERS);
+    let (tx, rx) = bounded::<Job>(QUEUE);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..WRITERS)
             .map(|_| {
-                let (tx, rx) = bounded::<Job>(QUEUE);
-                queues.push(tx);
-                let (free_tx, shared) = (free_tx.clone(), &shared);
+                let (rx, free_tx, shared) = (rx.clone(), free_tx.clone(), &shared);
                 scope.spawn(move || {
                     for job in rx {
                         let skip =
@@ -388,9 +364,9 @@ pub(crate) fn run_with_writers<R>(
                 })
             })
             .collect();
-        drop(free_tx);
+        drop((rx, free_tx));
         let writers = Writers {
-            queues,
+            queue: tx,
             free_runs: free_rx,
             runs_made: AtomicUsize::new(0),
             shared: shared.clone(),
@@ -763,7 +739,7 @@ mod tests {
         let (tx, _rx) = bounded(1);
         let (_ftx, frx) = bounded(1);
         let w = Writers {
-            queues: vec![tx],
+            queue: tx,
             free_runs: frx,
             runs_made: AtomicUsize::new(0),
             shared: shared.clone(),

@@ -265,6 +265,15 @@ pub fn reopen_direct_at(dir: BorrowedFd<'_>, name: &[u8], file: &File) -> Option
 
 /// Whether two descriptors name the same file (device and inode); `false` if either
 /// cannot be asked.
+/// Allocates the first `len` bytes of the new, empty `file` and sizes it so (the blocks
+/// read as zeros until written).
+pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
+}
+
 pub fn same_file(a: &File, b: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (a.metadata(), b.metadata()) {
