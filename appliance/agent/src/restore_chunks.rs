@@ -33,6 +33,9 @@ pub(crate) const CHUNK_CACHE: usize = 4;
 pub(crate) const KEEP_RANGE_MAX: u32 = 256 << 10;
 /// Bytes kept in all, over a whole restore.
 pub(crate) const KEEP_BUDGET: u64 = 32 << 20;
+/// Files this large are written directly, around the page cache (Unix, `restore_writers`):
+/// the plan places each chunk for the longest piece such a file takes from it.
+pub(crate) const DIRECT_MIN: u64 = 256 << 10;
 
 /// The last [`CHUNK_CACHE`] chunks a restore fetched, first in, first out.
 pub(crate) struct ChunkCache<T> {
@@ -73,8 +76,9 @@ pub(crate) struct KeepRange {
 }
 
 /// A chunk the restore will fetch, and where in memory to decode it: `lead` bytes past an
-/// aligned address puts the bytes of the extent that fetches it at their file offset's
-/// alignment (see [`lead`]).
+/// aligned address puts the bytes of one extent at their file offset's alignment (see
+/// [`lead`]): the longest extent of a file written directly that takes its bytes from this
+/// fetch, or else the extent that fetches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fetch {
     pub digest: Digest,
@@ -106,9 +110,25 @@ impl RestorePlan {
         let mut fetched: HashSet<Digest> = HashSet::new();
         let mut kept: HashMap<Range, usize> = HashMap::new();
         let mut kept_bytes = 0u64;
+        // Per chunk, its latest fetch and the longest piece of a directly written file
+        // served from it so far.
+        let mut placed: HashMap<Digest, (usize, u32)> = HashMap::new();
         for extents in files {
+            let data_end = extents
+                .iter()
+                .map(|e| e.file_offset + u64::from(e.len))
+                .max()
+                .unwrap_or(0);
+            let direct = data_end >= DIRECT_MIN;
             for e in extents {
                 if cache.get(&e.digest).is_some() {
+                    if let Some((i, longest)) = placed.get_mut(&e.digest)
+                        && direct
+                        && e.len > *longest
+                    {
+                        *longest = e.len;
+                        plan.fetches[*i].lead = lead(e);
+                    }
                     continue;
                 }
                 let range = (e.digest, e.chunk_offset, e.len);
@@ -132,6 +152,10 @@ impl RestorePlan {
                     kept_bytes += u64::from(e.len);
                     continue;
                 }
+                placed.insert(
+                    e.digest,
+                    (plan.fetches.len(), if direct { e.len } else { 0 }),
+                );
                 plan.fetches.push(Fetch {
                     digest: e.digest,
                     lead: lead(e),

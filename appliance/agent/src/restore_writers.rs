@@ -41,8 +41,7 @@ const WRITERS: usize = 2;
 /// Jobs waiting for a writer. A piece job holds a decoded chunk (2 MiB on average, 8 MiB at
 /// most) until it is written, so the queue is short: it only has to keep the writers busy.
 const QUEUE: usize = 8;
-/// Files this large are written directly, around the page cache.
-pub(crate) const DIRECT_MIN: u64 = 256 << 10;
+pub(crate) use crate::restore_chunks::DIRECT_MIN;
 /// Run buffers at most: direct writes hold at most `RUNS` × [`RUN_BYTES`] of memory.
 const RUNS: usize = 6;
 /// Fewest bytes written directly from a chunk: a shorter span is copied into a run (where

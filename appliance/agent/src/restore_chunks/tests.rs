@@ -155,3 +155,37 @@ fn a_kept_range_past_the_chunk_is_a_catalog_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_chunk_is_placed_for_the_longest_piece_of_a_directly_written_file() {
+    let at = |n: u8, chunk_offset: u32, len: u32, file_offset: u64| Extent {
+        digest: d(n),
+        chunk_offset,
+        len,
+        file_offset,
+    };
+    let large = DIRECT_MIN as u32;
+    let files = [
+        // A small file fetches chunk 1; a large file then takes a long piece of it, and
+        // another large file a shorter one.
+        vec![at(1, 0, 100, 0)],
+        vec![at(1, 100, 70_000, 0), at(2, 0, large, 70_000)],
+        vec![at(1, 70_100, 5_000, 0), at(3, 0, large, 5_000)],
+        // Only small files use chunk 4: placed for the one that fetches it.
+        vec![at(4, 10, 50, 1_000)],
+        vec![at(4, 60, 70, 0)],
+    ];
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    let leads: Vec<(u8, usize)> = plan
+        .fetches
+        .iter()
+        .map(|f| (f.digest.0[0], f.lead))
+        .collect();
+    // Chunk 1's byte 100 goes to offset 0: lead 4096 - 100. Chunk 2's byte 0 goes to
+    // offset 70_000 (70_000 % 4096 = 368); chunk 3's to 5_000 (904); chunk 4's byte 10 to
+    // 1_000 (990).
+    assert_eq!(leads, [(1, 3_996), (2, 368), (3, 904), (4, 990)]);
+    for f in &plan.fetches {
+        assert!(f.lead < ALIGN);
+    }
+}
