@@ -248,9 +248,9 @@ impl<'w> FileFeed<'w> {
     /// Adds `chunk[start..end]` (a range the caller checked) at file offset `offset`.
     ///
     /// For a direct file, the piece's whole blocks are written straight from the chunk when
-    /// the chunk was decoded at their alignment (as the restore plan places each chunk for
-    /// the file that first uses it), and only the bytes around them are copied into runs;
-    /// any other piece is copied into runs whole.
+    /// the chunk was decoded at their alignment (the restore plan places each chunk for the
+    /// longest piece a directly written file takes from it), and only the bytes around them
+    /// are copied into runs; any other piece is copied into runs whole.
     pub(crate) fn push(
         &mut self,
         chunk: &Arc<PlacedChunk>,

@@ -169,28 +169,27 @@ pub fn decode_chunk_placed(
     };
     let (codec, declared) = declared_len(bytes).map_err(bad)?;
     let payload = &bytes[CHUNK_HEADER_LEN..];
-    let mut placed = PlacedChunk::with_room(declared as usize, lead);
-    let (buf, start) = placed.filler();
-    buf.resize(start, 0);
-    let written = if codec == CODEC_RAW {
-        if payload.len() == declared as usize {
-            buf.extend_from_slice(payload);
+    let length = |actual| bad(ChunkDefect::LengthMismatch { declared, actual });
+    let placed = if codec == CODEC_RAW {
+        if payload.len() != declared as usize {
+            return Err(length(payload.len()));
         }
-        payload.len()
+        PlacedChunk::copied(payload, lead)
     } else {
+        let mut placed = PlacedChunk::with_room(declared as usize, lead);
+        let (buf, start) = placed.filler();
+        buf.resize(start, 0);
         // The room after `start` is the declared length and less than `2 * ALIGN` more: a
         // frame longer than declared fails or is refused below.
         let mut cursor = std::io::Cursor::new(buf);
         cursor.set_position(start as u64);
-        with_decompressor(|d| d.decompress_to_buffer(payload, &mut cursor))
-            .map_err(|e| bad(ChunkDefect::Decompress(e.to_string())))?
+        let written = with_decompressor(|d| d.decompress_to_buffer(payload, &mut cursor))
+            .map_err(|e| bad(ChunkDefect::Decompress(e.to_string())))?;
+        if written != declared as usize {
+            return Err(length(written));
+        }
+        placed
     };
-    if written != declared as usize {
-        return Err(bad(ChunkDefect::LengthMismatch {
-            declared,
-            actual: written,
-        }));
-    }
     let actual = key.digest(&placed);
     if actual != *expected {
         return Err(bad(ChunkDefect::DigestMismatch(actual)));
