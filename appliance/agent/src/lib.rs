@@ -9,7 +9,7 @@
 //! | `walk`, `exclude`, `metadata` | what a backup reads, in catalog order, with full metadata |
 //! | `incremental` | the previous catalog alongside the walk: unchanged files are not read |
 //! | `backup`, `upload` | the backup pipeline: reader, packer, catalog; query, compress, upload |
-//! | `restore`, `restore_writers` | recreating entries under a target, never through a symlink; writer threads fill created files |
+//! | `restore`, `restore_writers`, `restore_bulk` | recreating entries under a target, never through a symlink; writer threads fill created files; the bulk lane writes large files' own chunks beside the catalog walk |
 //! | `image` | image mode: sources (disks, LVM, files, NBD), layout, backup, `restore-image` |
 //! | `remote` | the box as destination and chunk source; job drivers |
 //! | `service` | `run`: long-poll commands, run jobs, backoff |
@@ -35,6 +35,8 @@ pub mod prefetch;
 pub mod progress;
 pub mod remote;
 pub mod restore;
+#[cfg(unix)]
+mod restore_bulk;
 mod restore_chunks;
 #[cfg(unix)]
 mod restore_writers;

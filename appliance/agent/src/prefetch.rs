@@ -22,8 +22,9 @@ use std::sync::{Condvar, Mutex};
 /// the chunk from its disk (7–10 ms each on the bench machine), so there are more workers
 /// than CPUs; beyond four, fetches only waited longer.
 pub const WORKERS: usize = 4;
-/// Chunks fetched ahead of the one the restore is writing.
-pub const WINDOW: usize = 8;
+/// Chunks fetched ahead of the one the restore is writing. (A Unix file restore fetches
+/// the chunks of its bulk lane with a second prefetcher: `restore_bulk`.)
+pub const WINDOW: usize = 6;
 /// How far past the window a request is looked for in the plan. The restore skips planned
 /// chunks now and then (a hard link made instead of a file written, a file already there):
 /// a request found this far ahead means the skipped ones will never be asked for, and the

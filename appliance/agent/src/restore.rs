@@ -18,7 +18,7 @@ use abri_store::{CatalogReader, ChunkSource, Digest, EntryKind};
 #[cfg(unix)]
 use abri_store::{Entry, Extent};
 #[cfg(unix)]
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 #[cfg(unix)]
 use std::fs::File;
 #[cfg(unix)]
@@ -34,6 +34,8 @@ use crate::platform;
 #[cfg(windows)]
 use crate::platform::windows::restore::restore_from;
 use crate::progress::Counters;
+#[cfg(unix)]
+use crate::restore_bulk::{BulkFile, BulkLane, run_with_bulk_lane};
 use crate::restore_chunks::{RestoreChunks, RestorePlan};
 #[cfg(unix)]
 use crate::restore_writers::{FileDone, FileFeed, OpenFile, Writers, apply_fd_meta};
@@ -148,7 +150,8 @@ fn chunk_plan<S: ChunkSource>(
             files.push(entry.extents);
         }
     }
-    Ok(RestorePlan::of(files.iter().map(Vec::as_slice)))
+    // Only the Unix restorer has a bulk lane (`restore_bulk`).
+    Ok(RestorePlan::of(files.iter().map(Vec::as_slice), cfg!(unix)))
 }
 
 /// Restores the catalog made of `catalog` chunks from `source` according to `opts`, with
@@ -160,18 +163,34 @@ pub fn run_restore<S: ChunkSource + Sync>(
     counters: &Counters,
 ) -> Result<RestoreReport, RestoreError> {
     let plan = chunk_plan(source, catalog.clone(), &opts.paths)?;
+    #[cfg(unix)]
+    let bulk = (plan.bulk_digests(), plan.bulk);
     crate::prefetch::with_prefetch(
         source,
         plan.fetches,
         crate::prefetch::WORKERS,
         crate::prefetch::WINDOW,
-        |p| restore_from(RestoreChunks::new(p, plan.keep), catalog, opts, counters),
+        |p| {
+            let chunks = RestoreChunks::new(p, plan.keep);
+            #[cfg(unix)]
+            return crate::prefetch::with_prefetch(
+                source,
+                bulk.1,
+                crate::restore_bulk::WORKERS,
+                crate::restore_bulk::WINDOW,
+                |b| restore_from(chunks, (b, bulk.0), catalog, opts, counters),
+            );
+            #[cfg(windows)]
+            restore_from(chunks, catalog, opts, counters)
+        },
     )
 }
 
+/// `bulk`: the bulk lane's chunk source and the digests it serves (`restore_bulk`).
 #[cfg(unix)]
-fn restore_from<S: ChunkSource>(
+fn restore_from<S: ChunkSource, B: ChunkSource + Sync>(
     chunks: RestoreChunks<'_, S>,
+    bulk: (&B, HashSet<Digest>),
     catalog: Vec<Digest>,
     opts: &RestoreOptions,
     counters: &Counters,
@@ -196,9 +215,15 @@ fn restore_from<S: ChunkSource>(
             source,
         })?
         .into();
-    let mut report = crate::restore_writers::run_with_writers(counters, |writers| {
-        restore_entries(chunks, catalog, opts, counters, root, writers)
-    })?;
+    let mut report = crate::restore_writers::run_with_writers(
+        counters,
+        crate::restore_writers::QUEUE,
+        |writers| {
+            run_with_bulk_lane(bulk.0, bulk.1, counters, |lane| {
+                restore_entries(chunks, catalog, opts, counters, root, writers, lane)
+            })
+        },
+    )?;
     report.warnings = counters.warnings.load(Ordering::Relaxed);
     Ok(report)
 }
@@ -211,6 +236,7 @@ fn restore_entries<S: ChunkSource>(
     counters: &Counters,
     root: OwnedFd,
     writers: &Writers,
+    bulk: &BulkLane,
 ) -> Result<RestoreReport, RestoreError> {
     let source = chunks.source();
     let mut r = Restorer {
@@ -218,6 +244,7 @@ fn restore_entries<S: ChunkSource>(
         opts,
         counters,
         writers,
+        bulk,
         // Unknown, every bit counts as masked: every file's mode is then set.
         umask: platform::umask().unwrap_or(0o777),
         root,
@@ -235,7 +262,7 @@ fn restore_entries<S: ChunkSource>(
         if counters.is_cancelled() {
             return Err(RestoreError::Cancelled);
         }
-        if writers.stopped() {
+        if writers.stopped() || bulk.stopped() {
             return Err(RestoreError::WritersStopped);
         }
         let entry = entry.map_err(RestoreError::Catalog)?;
@@ -300,6 +327,8 @@ struct Restorer<'a, S: ChunkSource> {
     counters: &'a Counters,
     /// Where created files go to be filled in.
     writers: &'a Writers,
+    /// Where the extents of the bulk lane's chunks go.
+    bulk: &'a BulkLane,
     /// This process's umask, which the mode of every created file went through.
     umask: u32,
     root: OwnedFd,
@@ -713,7 +742,16 @@ impl<S: ChunkSource> Restorer<'_, S> {
                 .unwrap_or(0),
         };
         let mut feed = FileFeed::new(self.writers, OpenFile::new(file, direct, entry, done));
-        for ext in &extents {
+        let (bulk, own): (Vec<Extent>, Vec<Extent>) =
+            extents.into_iter().partition(|e| self.bulk.takes(e));
+        if !bulk.is_empty() {
+            self.report.bytes += bulk.iter().map(|e| u64::from(e.len)).sum::<u64>();
+            self.bulk.send(BulkFile {
+                file: feed.share(),
+                extents: bulk,
+            })?;
+        }
+        for ext in &own {
             let piece = self.chunks.piece(ext, feed.path())?;
             feed.push(&piece.chunk, piece.start, piece.end, ext.file_offset)?;
             self.report.bytes += u64::from(ext.len);

@@ -19,6 +19,10 @@
 //! every byte by digest. Speed does (an out-of-plan request can move the prefetch window),
 //! and so does when kept ranges are freed: ranges of skipped files stay until the restore
 //! ends, within the budget.
+//!
+//! On Unix the plan first sets apart the chunks of the bulk lane (`restore_bulk`): those
+//! only one extent uses, in a file written directly. They are neither cached nor kept (no
+//! other extent needs them), and the policy above runs over the other extents only.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -32,7 +36,7 @@ pub(crate) const CHUNK_CACHE: usize = 4;
 /// Longest byte range kept for a later file; a longer extent fetches its chunk again.
 pub(crate) const KEEP_RANGE_MAX: u32 = 256 << 10;
 /// Bytes kept in all, over a whole restore.
-pub(crate) const KEEP_BUDGET: u64 = 32 << 20;
+pub(crate) const KEEP_BUDGET: u64 = 16 << 20;
 /// Files this large are written directly, around the page cache (Unix, `restore_writers`):
 /// the plan places each chunk for the longest piece such a file takes from it.
 pub(crate) const DIRECT_MIN: u64 = 256 << 10;
@@ -100,11 +104,23 @@ pub struct RestorePlan {
     pub fetches: Vec<Fetch>,
     /// Per chunk, the ranges to copy out of it when it is first fetched.
     pub(crate) keep: HashMap<Digest, Vec<KeepRange>>,
+    /// The bulk lane's chunks, in the order of their extents: chunks that only one extent
+    /// of the restore uses, in a file written directly. They are fetched and written apart
+    /// from the catalog walk (`restore_bulk`), and are not in `fetches`.
+    pub bulk: Vec<Fetch>,
 }
 
 impl RestorePlan {
-    /// The plan for restoring `files` (each file's extents, in catalog order).
-    pub(crate) fn of<'a>(files: impl IntoIterator<Item = &'a [Extent]>) -> RestorePlan {
+    /// The plan for restoring `files` (each file's extents, in catalog order); with
+    /// `bulk`, the chunks of a bulk lane are set apart (see [`RestorePlan::bulk`]).
+    pub(crate) fn of<'a>(files: impl IntoIterator<Item = &'a [Extent]>, bulk: bool) -> RestorePlan {
+        let files: Vec<&[Extent]> = files.into_iter().collect();
+        let mut uses: HashMap<Digest, u32> = HashMap::new();
+        if bulk {
+            for e in files.iter().copied().flatten() {
+                *uses.entry(e.digest).or_default() += 1;
+            }
+        }
         let mut plan = RestorePlan::default();
         let mut cache = ChunkCache::new();
         let mut fetched: HashSet<Digest> = HashSet::new();
@@ -121,6 +137,13 @@ impl RestorePlan {
                 .unwrap_or(0);
             let direct = data_end >= DIRECT_MIN;
             for e in extents {
+                if direct && uses.get(&e.digest) == Some(&1) {
+                    plan.bulk.push(Fetch {
+                        digest: e.digest,
+                        lead: lead(e),
+                    });
+                    continue;
+                }
                 if cache.get(&e.digest).is_some() {
                     if let Some((i, longest)) = placed.get_mut(&e.digest)
                         && direct
@@ -166,6 +189,12 @@ impl RestorePlan {
         }
         plan
     }
+
+    /// The digests of the bulk lane's chunks.
+    #[cfg(any(unix, test))]
+    pub(crate) fn bulk_digests(&self) -> HashSet<Digest> {
+        self.bulk.iter().map(|f| f.digest).collect()
+    }
 }
 
 /// One extent's bytes: `chunk[start..end]`, a range checked to exist.
@@ -176,6 +205,30 @@ pub(crate) struct Piece {
 }
 
 impl Piece {
+    /// The bytes `ext` (of the file at `path`, named in errors) takes from `chunk`, its
+    /// chunk: a catalog error if the chunk is shorter than the extent says.
+    pub(crate) fn of(
+        chunk: Arc<PlacedChunk>,
+        ext: &Extent,
+        path: &[u8],
+    ) -> Result<Piece, RestoreError> {
+        let start = ext.chunk_offset as usize;
+        let end = start + ext.len as usize;
+        if chunk.get(start..end).is_none() {
+            return Err(RestoreError::Catalog(
+                abri_store::StoreError::InvalidCatalog {
+                    reason: format!(
+                        "file {:?} names bytes {start}..{end} of chunk {}, which has {} bytes",
+                        text(path),
+                        ext.digest,
+                        chunk.len()
+                    ),
+                },
+            ));
+        }
+        Ok(Piece { chunk, start, end })
+    }
+
     #[cfg(any(windows, test))]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.chunk[self.start..self.end]
@@ -210,8 +263,6 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
 
     /// The bytes of `ext`, an extent of the file at `path` (named in errors).
     pub(crate) fn piece(&mut self, ext: &Extent, path: &[u8]) -> Result<Piece, RestoreError> {
-        let start = ext.chunk_offset as usize;
-        let end = start + ext.len as usize;
         let chunk = match self.cache.get(&ext.digest) {
             Some(chunk) => chunk,
             None => {
@@ -232,19 +283,7 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
                 self.fetch(&ext.digest, lead(ext))?
             }
         };
-        if chunk.get(start..end).is_none() {
-            return Err(RestoreError::Catalog(
-                abri_store::StoreError::InvalidCatalog {
-                    reason: format!(
-                        "file {:?} names bytes {start}..{end} of chunk {}, which has {} bytes",
-                        text(path),
-                        ext.digest,
-                        chunk.len()
-                    ),
-                },
-            ));
-        }
-        Ok(Piece { chunk, start, end })
+        Piece::of(chunk, ext, path)
     }
 
     fn fetch(&mut self, digest: &Digest, lead: usize) -> Result<Arc<PlacedChunk>, RestoreError> {

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::image::writeout::{ALIGN, AlignedBuf, RUN_BYTES, write_direct};
+use crate::image::writeout::{ALIGN, AlignedBuf, write_direct};
 use crate::platform;
 use crate::progress::Counters;
 use crate::restore::{RestoreError, text, warn_io};
@@ -40,10 +40,13 @@ use crate::restore::{RestoreError, text, warn_io};
 const WRITERS: usize = 2;
 /// Jobs waiting for a writer. A piece job holds a decoded chunk (2 MiB on average, 8 MiB at
 /// most) until it is written, so the queue is short: it only has to keep the writers busy.
-const QUEUE: usize = 8;
+pub(crate) const QUEUE: usize = 8;
 pub(crate) use crate::restore_chunks::DIRECT_MIN;
 /// Run buffers at most: direct writes hold at most `RUNS` × [`RUN_BYTES`] of memory.
 const RUNS: usize = 6;
+/// Bytes of a run buffer. Runs hold the bytes around a chunk's whole blocks and pieces of
+/// chunks placed for another file: rarely more than a few hundred KiB in a row.
+const RUN_BYTES: usize = 1 << 20;
 /// Fewest bytes written directly from a chunk: a shorter span is copied into a run (where
 /// it joins its neighbours in one write).
 const DIRECT_SPAN_MIN: usize = 64 << 10;
@@ -208,6 +211,9 @@ impl Writers {
     }
 }
 
+/// A file shared by a [`FileFeed`] with another one (see [`FileFeed::share`]).
+pub(crate) struct SharedFile(Arc<OpenFile>);
+
 /// Feeds one file's data to the writers. The latest job is held back until the next one or
 /// [`finish`], so the file's count of jobs cannot reach zero before all of them are sent.
 ///
@@ -228,6 +234,27 @@ impl<'w> FileFeed<'w> {
             held: None,
             run: None,
         }
+    }
+
+    /// Resumes a file another feed [`share`]d: this feed writes its own extents of it, and
+    /// the file is finished once both feeds are.
+    ///
+    /// [`share`]: FileFeed::share
+    pub(crate) fn resume(writers: &'w Writers, shared: SharedFile) -> Self {
+        FileFeed {
+            writers,
+            file: shared.0,
+            held: None,
+            run: None,
+        }
+    }
+
+    /// The file, for another feed to write some of its extents ([`FileFeed::resume`]). It
+    /// counts as one more job of the file until that feed finishes, so its size and
+    /// metadata wait for both feeds.
+    pub(crate) fn share(&self) -> SharedFile {
+        self.file.jobs_left.fetch_add(1, Ordering::AcqRel);
+        SharedFile(self.file.clone())
     }
 
     pub(crate) fn path(&self) -> &[u8] {
@@ -334,11 +361,12 @@ impl<'w> FileFeed<'w> {
 /// result (which is then only the consequence of the stop).
 pub(crate) fn run_with_writers<R>(
     counters: &Counters,
+    queue: usize,
     restore: impl FnOnce(&Writers) -> Result<R, RestoreError>,
 ) -> Result<R, RestoreError> {
     let shared = Arc::new(Shared::new());
     let (free_tx, free_rx) = bounded::<AlignedBuf>(RUNS);
-    let (tx, rx) = bounded::<Job>(QUEUE);
+    let (tx, rx) = bounded::<Job>(queue);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..WRITERS)
             .map(|_| {

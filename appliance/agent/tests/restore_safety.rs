@@ -171,3 +171,49 @@ fn a_symlink_already_at_the_target_is_not_followed() {
     assert!(target.join("etc/passwd").is_file());
     nothing_outside(dir.path());
 }
+
+/// A large file's chunks go to the restore's bulk lane (Unix): a chunk missing from the
+/// box, or shorter than the catalog says, fails the restore there with its own error.
+#[test]
+fn a_large_files_missing_or_short_chunk_fails_the_restore() {
+    let (dir, store) = setup();
+    let raw: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let present = store.key().digest(&raw);
+    store
+        .insert_encoded(&present, &encode_chunk(&raw, 3))
+        .unwrap();
+    let missing = store.key().digest(b"never stored");
+    let extent = |digest, chunk_offset, len, file_offset| abri_store::Extent {
+        digest,
+        chunk_offset,
+        len,
+        file_offset,
+    };
+    let large = |extents: Vec<abri_store::Extent>| {
+        let mut e = entry("big", EntryKind::File);
+        e.size = 600_000;
+        e.extents = extents;
+        e
+    };
+
+    let catalog = forge_catalog(
+        &store,
+        &[large(vec![
+            extent(present, 0, 300_000, 0),
+            extent(missing, 0, 300_000, 300_000),
+        ])],
+    );
+    let err = restore(&store, catalog, &dir.path().join("target")).unwrap_err();
+    assert!(
+        err.to_string().contains(&missing.to_string()),
+        "the missing chunk is named: {err}"
+    );
+
+    let catalog = forge_catalog(&store, &[large(vec![extent(present, 0, 310_000, 0)])]);
+    let err = restore(&store, catalog, &dir.path().join("target")).unwrap_err();
+    assert!(
+        matches!(err, RestoreError::Catalog(_)) && err.to_string().contains("300000 bytes"),
+        "{err}"
+    );
+    nothing_outside(dir.path());
+}

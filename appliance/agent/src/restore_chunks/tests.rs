@@ -39,7 +39,7 @@ fn ext(n: u8, offset: u32, len: u32) -> Extent {
 /// Restores `files` through [`RestoreChunks`]: every piece has the right bytes, and the
 /// source is asked for exactly the plan's fetches, in order. Returns the plan.
 fn restore(files: &[Vec<Extent>]) -> RestorePlan {
-    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice), false);
     let source = Chunks {
         asked: Mutex::new(Vec::new()),
     };
@@ -120,7 +120,7 @@ fn kept_bytes_stay_within_the_budget() {
         wanted.extend((1..=4).map(|j| vec![ext(j, i, 1)]));
     }
     files.extend(wanted);
-    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice), false);
     let kept: u64 = plan.keep.values().flatten().map(|k| u64::from(k.len)).sum();
     assert_eq!(kept, KEEP_BUDGET);
     let refetches = plan.fetches.iter().filter(|f| f.digest.0[0] == 0).count();
@@ -137,7 +137,7 @@ fn a_kept_range_past_the_chunk_is_a_catalog_error() {
         vec![ext(5, 0, 1)],
         vec![ext(1, CHUNK_LEN as u32 - 5, 10)],
     ];
-    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice), false);
     assert!(plan.keep.contains_key(&d(1)));
     let source = Chunks {
         asked: Mutex::new(Vec::new()),
@@ -175,7 +175,7 @@ fn a_chunk_is_placed_for_the_longest_piece_of_a_directly_written_file() {
         vec![at(4, 10, 50, 1_000)],
         vec![at(4, 60, 70, 0)],
     ];
-    let plan = RestorePlan::of(files.iter().map(Vec::as_slice));
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice), false);
     let leads: Vec<(u8, usize)> = plan
         .fetches
         .iter()
@@ -188,4 +188,60 @@ fn a_chunk_is_placed_for_the_longest_piece_of_a_directly_written_file() {
     for f in &plan.fetches {
         assert!(f.lead < ALIGN);
     }
+}
+
+#[test]
+fn chunks_only_one_extent_of_a_large_file_uses_go_to_the_bulk_lane() {
+    let at = |n: u8, chunk_offset: u32, len: u32, file_offset: u64| Extent {
+        digest: d(n),
+        chunk_offset,
+        len,
+        file_offset,
+    };
+    let large = DIRECT_MIN as u32;
+    let files = [
+        // A small file shares chunk 1 with the start of a large file, whose middle chunks 2
+        // and 3 are its alone, and whose end shares chunk 4 with the next small file.
+        vec![at(1, 0, 100, 0)],
+        vec![
+            at(1, 100, 1_000, 0),
+            at(2, 0, large, 1_000),
+            at(3, 0, large, 1_000 + u64::from(large)),
+            at(4, 0, 500, 1_000 + 2 * u64::from(large)),
+        ],
+        vec![at(4, 500, 200, 0)],
+        // Used once, but by a small file: the walk fetches it.
+        vec![at(5, 0, 300, 0)],
+        // Chunk 6 is used by two large files: the walk fetches it once.
+        vec![at(6, 0, large, 0)],
+        vec![at(6, 0, large, 0)],
+    ];
+    let plan = RestorePlan::of(files.iter().map(Vec::as_slice), true);
+    let bulk: Vec<(u8, usize)> = plan.bulk.iter().map(|f| (f.digest.0[0], f.lead)).collect();
+    // Chunk 2's byte 0 goes to offset 1_000, chunk 3's to 1_000 + 256 KiB: both lead 1_000.
+    assert_eq!(bulk, [(2, 1_000), (3, 1_000)]);
+    assert_eq!(plan.bulk_digests(), HashSet::from([d(2), d(3)]));
+    let walk: Vec<u8> = plan.fetches.iter().map(|f| f.digest.0[0]).collect();
+    assert_eq!(walk, [1, 4, 5, 6]);
+
+    // The walk's own plan is still exactly what it asks for, bulk extents left out.
+    let source = Chunks {
+        asked: Mutex::new(Vec::new()),
+    };
+    let mut chunks = RestoreChunks::new(&source, plan.keep.clone());
+    for (i, file) in files.iter().enumerate() {
+        for e in file
+            .iter()
+            .filter(|e| !plan.bulk_digests().contains(&e.digest))
+        {
+            chunks.piece(e, format!("f{i}").as_bytes()).unwrap();
+        }
+    }
+    let planned: Vec<Digest> = plan.fetches.iter().map(|f| f.digest).collect();
+    assert_eq!(*source.asked.lock().unwrap(), planned);
+
+    // Without a bulk lane (the Windows restorer), every chunk is the walk's.
+    let single = RestorePlan::of(files.iter().map(Vec::as_slice), false);
+    assert!(single.bulk.is_empty());
+    assert_eq!(single.fetches.len(), 6);
 }

@@ -79,7 +79,7 @@ fn round_trip(direct: bool) -> bool {
     let tail_at = size - 5_000;
     extents.push((&small, 0, 5_000, tail_at as u64));
     let mut bytes = 0;
-    run_with_writers(&counters, |w| {
+    run_with_writers(&counters, QUEUE, |w| {
         let mut feed = FileFeed::new(w, open);
         for (chunk, start, end, offset) in &extents {
             feed.push(chunk, *start, *end, *offset).unwrap();
@@ -149,7 +149,7 @@ fn restore_one(data: &[u8], size: u64, mode: u32, told: FileDone) -> (u64, u32) 
     let dir = tempfile::tempdir().unwrap();
     let (file, _) = create(dir.path(), "f", false);
     let counters = Counters::default();
-    run_with_writers(&counters, |w| {
+    run_with_writers(&counters, QUEUE, |w| {
         let mut feed = FileFeed::new(
             w,
             OpenFile::new(file, None, entry("f", size, mode, 0), told),
@@ -238,7 +238,7 @@ fn a_write_error_stops_the_restore_and_is_the_error_reported() {
     );
     let counters = Counters::default();
     let mut saw_stop = false;
-    let result: Result<(), RestoreError> = run_with_writers(&counters, |w| {
+    let result: Result<(), RestoreError> = run_with_writers(&counters, QUEUE, |w| {
         let mut feed = FileFeed::new(w, open);
         feed.push(&Arc::new(PlacedChunk::from_vec(vec![7; 10])), 0, 10, 0)
             .unwrap();
@@ -278,7 +278,7 @@ fn a_writer_failure_wins_over_a_restore_that_went_on() {
         done(0o600, 1),
     );
     let counters = Counters::default();
-    let result = run_with_writers(&counters, |w| {
+    let result = run_with_writers(&counters, QUEUE, |w| {
         let mut feed = FileFeed::new(w, open);
         feed.push(&Arc::new(PlacedChunk::from_vec(vec![1])), 0, 1, 0)?;
         feed.finish()?;
