@@ -195,6 +195,20 @@ proptest! {
     }
 }
 
+/// Regression: an NTFS image cut inside its boot sector (11 bytes, found by the property
+/// test above) made the `ntfs` crate panic; such a source is not NTFS at all.
+#[test]
+fn an_ntfs_image_cut_inside_its_boot_sector_is_not_ntfs() {
+    let Some(base) = ntfs_image() else {
+        return;
+    };
+    for cut in [11, 100, 511] {
+        let short = Arc::new(base[..cut].to_vec());
+        assert!(detect(&*short).is_none(), "cut at {cut}");
+        exercise(short);
+    }
+}
+
 /// A GPT header with a valid checksum claiming a huge entry array.
 #[test]
 fn a_gpt_header_claiming_huge_arrays_is_refused() {

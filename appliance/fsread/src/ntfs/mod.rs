@@ -13,10 +13,14 @@ use crate::error::{Error, Result};
 use crate::ranges::RangeSet;
 use crate::source::{Cursor, ReadAt};
 
-/// True when the source starts with an NTFS boot sector.
+/// Bytes of an NTFS boot sector: a shorter source is not an NTFS volume (and the `ntfs`
+/// crate panics on a boot sector it cannot read whole).
+const BOOT_SECTOR: u64 = 512;
+
+/// True when the source starts with a whole NTFS boot sector.
 pub(crate) fn detect(src: &dyn ReadAt) -> bool {
     let mut oem = [0u8; 8];
-    src.read_at(3, &mut oem).is_ok() && &oem == b"NTFS    "
+    src.size() >= BOOT_SECTOR && src.read_at(3, &mut oem).is_ok() && &oem == b"NTFS    "
 }
 
 /// The clusters `$Bitmap` marks as in use, plus the boot sector and its backup in the
