@@ -116,7 +116,8 @@ pub(crate) fn run_with_bulk_lane<S: ChunkSource + Sync, R>(
 }
 
 /// The feeder: each file's extents, in order, from the lane's chunks to its writers.
-/// Stops at the first error, or quietly once the restore `abandon`ed.
+/// Stops at the first error or a cancel; once the restore `abandon`ed, only empties the
+/// queue.
 fn feed<S: ChunkSource>(
     source: &S,
     files: Receiver<BulkFile>,
@@ -124,15 +125,17 @@ fn feed<S: ChunkSource>(
     counters: &Counters,
     abandon: &AtomicBool,
 ) -> Result<(), RestoreError> {
-    for BulkFile { file, extents } in files {
-        if abandon.load(Ordering::Acquire) {
-            continue;
-        }
-        if counters.is_cancelled() {
-            return Err(RestoreError::Cancelled);
-        }
+    'files: for BulkFile { file, extents } in files {
         let mut feed = FileFeed::resume(writers, file);
         for ext in &extents {
+            // A large file is many chunks: a cancel or the restore's failure stops it here,
+            // and a file left unfinished gets neither its size nor its metadata.
+            if abandon.load(Ordering::Acquire) {
+                continue 'files;
+            }
+            if counters.is_cancelled() {
+                return Err(RestoreError::Cancelled);
+            }
             let chunk = source
                 .read_chunk_placed(&ext.digest, lead(ext))
                 .map_err(RestoreError::Catalog)?;
