@@ -36,6 +36,8 @@ use crate::platform::windows::restore::restore_from;
 use crate::progress::Counters;
 #[cfg(unix)]
 use crate::restore_bulk::{BulkFile, BulkLane, run_with_bulk_lane};
+#[cfg(unix)]
+use crate::restore_chunks::data_end;
 use crate::restore_chunks::{RestoreChunks, RestorePlan};
 #[cfg(unix)]
 use crate::restore_writers::{FileDone, FileFeed, OpenFile, Writers, apply_fd_meta};
@@ -164,7 +166,7 @@ pub fn run_restore<S: ChunkSource + Sync>(
 ) -> Result<RestoreReport, RestoreError> {
     let plan = chunk_plan(source, catalog.clone(), &opts.paths)?;
     #[cfg(unix)]
-    let bulk = (plan.bulk_digests(), plan.bulk);
+    let bulk_digests = plan.bulk_digests();
     crate::prefetch::with_prefetch(
         source,
         plan.fetches,
@@ -175,10 +177,10 @@ pub fn run_restore<S: ChunkSource + Sync>(
             #[cfg(unix)]
             return crate::prefetch::with_prefetch(
                 source,
-                bulk.1,
+                plan.bulk,
                 crate::restore_bulk::WORKERS,
                 crate::restore_bulk::WINDOW,
-                |b| restore_from(chunks, (b, bulk.0), catalog, opts, counters),
+                |b| restore_from(chunks, (b, bulk_digests), catalog, opts, counters),
             );
             #[cfg(windows)]
             restore_from(chunks, catalog, opts, counters)
@@ -735,11 +737,7 @@ impl<S: ChunkSource> Restorer<'_, S> {
         let done = FileDone {
             owner: self.owner_to_set(&entry),
             mode_set: create_mode & !self.umask,
-            data_end: extents
-                .iter()
-                .map(|e| e.file_offset + u64::from(e.len))
-                .max()
-                .unwrap_or(0),
+            data_end: data_end(&extents),
         };
         let mut feed = FileFeed::new(self.writers, OpenFile::new(file, direct, entry, done));
         let (bulk, own): (Vec<Extent>, Vec<Extent>) =

@@ -89,6 +89,15 @@ pub struct Fetch {
     pub lead: usize,
 }
 
+/// Where a file's data ends: the end of its last extent (0 without one).
+pub(crate) fn data_end(extents: &[Extent]) -> u64 {
+    extents
+        .iter()
+        .map(|e| e.file_offset + u64::from(e.len))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Where in memory to place the chunk of `ext` (see [`PlacedChunk`]): chunk byte
 /// `chunk_offset` then lies at an address as aligned as file offset `file_offset`, and a
 /// large file's whole blocks can be written directly from the chunk.
@@ -130,12 +139,7 @@ impl RestorePlan {
         // served from it so far.
         let mut placed: HashMap<Digest, (usize, u32)> = HashMap::new();
         for extents in files {
-            let data_end = extents
-                .iter()
-                .map(|e| e.file_offset + u64::from(e.len))
-                .max()
-                .unwrap_or(0);
-            let direct = data_end >= DIRECT_MIN;
+            let direct = data_end(extents) >= DIRECT_MIN;
             for e in extents {
                 if direct && uses.get(&e.digest) == Some(&1) {
                     plan.bulk.push(Fetch {

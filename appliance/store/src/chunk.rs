@@ -148,11 +148,7 @@ pub fn decode_chunk_into(
             actual: written,
         }));
     }
-    let actual = key.digest(dest);
-    if actual != *expected {
-        return Err(bad(ChunkDefect::DigestMismatch(actual)));
-    }
-    Ok(())
+    check_digest(key, expected, dest)
 }
 
 /// [`decode_chunk`] into a buffer placed at `lead` (see [`PlacedChunk`]): the bytes are
@@ -190,10 +186,7 @@ pub fn decode_chunk_placed(
         }
         placed
     };
-    let actual = key.digest(&placed);
-    if actual != *expected {
-        return Err(bad(ChunkDefect::DigestMismatch(actual)));
-    }
+    check_digest(key, expected, &placed)?;
     Ok(placed)
 }
 
@@ -211,11 +204,20 @@ pub fn decode_chunk(bytes: &[u8], key: &ChunkKey, expected: &Digest) -> Result<V
         defect,
     };
     let raw = decode_unverified(bytes).map_err(bad)?;
-    let actual = key.digest(&raw);
-    if actual != *expected {
-        return Err(bad(ChunkDefect::DigestMismatch(actual)));
-    }
+    check_digest(key, expected, &raw)?;
     Ok(raw)
+}
+
+/// Refuses decoded bytes `raw` unless they hash (with `key`) to `expected`.
+fn check_digest(key: &ChunkKey, expected: &Digest, raw: &[u8]) -> Result<()> {
+    let actual = key.digest(raw);
+    if actual != *expected {
+        return Err(StoreError::BadChunk {
+            digest: *expected,
+            defect: ChunkDefect::DigestMismatch(actual),
+        });
+    }
+    Ok(())
 }
 
 /// The raw length declared by a chunk's header, after checking magic, codec and limits.

@@ -263,8 +263,6 @@ pub fn reopen_direct_at(dir: BorrowedFd<'_>, name: &[u8], file: &File) -> Option
     same_file(file, &direct).then_some(direct)
 }
 
-/// Whether two descriptors name the same file (device and inode); `false` if either
-/// cannot be asked.
 /// Allocates the first `len` bytes of the new, empty `file` and sizes it so (the blocks
 /// read as zeros until written).
 pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
@@ -274,6 +272,8 @@ pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
     fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
 }
 
+/// Whether two descriptors name the same file (device and inode); `false` if either
+/// cannot be asked.
 pub fn same_file(a: &File, b: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (a.metadata(), b.metadata()) {

@@ -28,11 +28,16 @@ impl ChunkSource for Chunks {
 }
 
 fn ext(n: u8, offset: u32, len: u32) -> Extent {
+    at(n, offset, len, 0)
+}
+
+/// Bytes `chunk_offset..+len` of chunk `n` at `file_offset`.
+fn at(n: u8, chunk_offset: u32, len: u32, file_offset: u64) -> Extent {
     Extent {
         digest: d(n),
-        chunk_offset: offset,
+        chunk_offset,
         len,
-        file_offset: 0,
+        file_offset,
     }
 }
 
@@ -158,12 +163,6 @@ fn a_kept_range_past_the_chunk_is_a_catalog_error() {
 
 #[test]
 fn a_chunk_is_placed_for_the_longest_piece_of_a_directly_written_file() {
-    let at = |n: u8, chunk_offset: u32, len: u32, file_offset: u64| Extent {
-        digest: d(n),
-        chunk_offset,
-        len,
-        file_offset,
-    };
     let large = DIRECT_MIN as u32;
     let files = [
         // A small file fetches chunk 1; a large file then takes a long piece of it, and
@@ -192,12 +191,6 @@ fn a_chunk_is_placed_for_the_longest_piece_of_a_directly_written_file() {
 
 #[test]
 fn chunks_only_one_extent_of_a_large_file_uses_go_to_the_bulk_lane() {
-    let at = |n: u8, chunk_offset: u32, len: u32, file_offset: u64| Extent {
-        digest: d(n),
-        chunk_offset,
-        len,
-        file_offset,
-    };
     let large = DIRECT_MIN as u32;
     let files = [
         // A small file shares chunk 1 with the start of a large file, whose middle chunks 2
