@@ -750,6 +750,10 @@ impl<S: ChunkSource> Restorer<'_, S> {
             })?;
         }
         for ext in &own {
+            if !self.chunks.holds(ext) {
+                // The fetch may wait: the writers get what is gathered first.
+                self.writers.flush()?;
+            }
             let piece = self.chunks.piece(ext, feed.path())?;
             feed.push(&piece.chunk, piece.start, piece.end, ext.file_offset)?;
             self.report.bytes += u64::from(ext.len);

@@ -136,6 +136,7 @@ fn feed<S: ChunkSource>(
             if counters.is_cancelled() {
                 return Err(RestoreError::Cancelled);
             }
+            writers.flush()?;
             let chunk = source
                 .read_chunk_placed(&ext.digest, lead(ext))
                 .map_err(RestoreError::Catalog)?;

@@ -266,6 +266,16 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
     }
 
     /// The bytes of `ext`, an extent of the file at `path` (named in errors).
+    /// Whether [`piece`] has `ext`'s bytes at hand (cached or kept) and need not fetch.
+    ///
+    /// [`piece`]: RestoreChunks::piece
+    pub(crate) fn holds(&self, ext: &Extent) -> bool {
+        self.cache.get(&ext.digest).is_some()
+            || self
+                .kept
+                .contains_key(&(ext.digest, ext.chunk_offset, ext.len))
+    }
+
     pub(crate) fn piece(&mut self, ext: &Extent, path: &[u8]) -> Result<Piece, RestoreError> {
         let chunk = match self.cache.get(&ext.digest) {
             Some(chunk) => chunk,

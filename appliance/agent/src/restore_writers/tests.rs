@@ -198,6 +198,7 @@ fn small_files_are_not_written_directly() {
     let (_ftx, frx) = bounded(1);
     let w = Writers {
         queue: tx,
+        batch: Mutex::new(Batch::default()),
         free_runs: frx,
         runs_made: AtomicUsize::new(0),
         shared: shared.clone(),
@@ -243,6 +244,8 @@ fn a_write_error_stops_the_restore_and_is_the_error_reported() {
         feed.push(&Arc::new(PlacedChunk::from_vec(vec![7; 10])), 0, 10, 0)
             .unwrap();
         feed.finish().unwrap();
+        // As the restorer does before it waits for anything.
+        w.flush().unwrap();
         for _ in 0..10_000 {
             if w.stopped() {
                 saw_stop = true;
@@ -312,4 +315,40 @@ fn owner_and_mode_are_right_whether_or_not_the_owner_changes() {
         }
     }
     assert_eq!(counters.warnings.load(Ordering::Relaxed), 0);
+}
+
+/// Small files' jobs wait in a batch, but a full batch goes to the writers without a
+/// flush (the restorer flushes only before it may wait), and the rest goes when the
+/// restore returns.
+#[test]
+fn a_full_batch_is_written_without_a_flush_and_the_rest_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = Counters::default();
+    let files = BATCH + 3;
+    let chunk = pattern(files * 10, 9, 0);
+    let mut first_written_early = false;
+    run_with_writers(&counters, QUEUE, |w| {
+        for i in 0..files {
+            let name = format!("f{i}");
+            let (file, _) = create(dir.path(), &name, false);
+            let open = OpenFile::new(file, None, entry(&name, 10, 0o600, 0), done(0o600, 10));
+            let mut feed = FileFeed::new(w, open);
+            feed.push(&chunk, i * 10, i * 10 + 10, 0)?;
+            feed.finish()?;
+        }
+        for _ in 0..10_000 {
+            if std::fs::metadata(dir.path().join("f0")).unwrap().len() == 10 {
+                first_written_early = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(first_written_early, "a full batch reaches the writers");
+    for i in 0..files {
+        let bytes = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
+        assert_eq!(bytes, chunk[i * 10..i * 10 + 10], "file {i}");
+    }
 }
