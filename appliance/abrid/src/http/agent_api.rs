@@ -505,6 +505,7 @@ async fn snapshot_chunks(
             batch::BATCH_TARGET_BYTES
                 + digests.len() * (batch::FRAME_HEADER_LEN + abri_store::CHUNK_HEADER_LEN),
         );
+        store.read_ahead(&digests);
         for (i, d) in digests.iter().enumerate() {
             batch::push_frame_with(&mut body, d, |out| store.read_encoded_into(d, out))?;
             if body.len() > batch::MAX_BATCH_BYTES && i > 0 {
