@@ -265,7 +265,6 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
         self.source
     }
 
-    /// The bytes of `ext`, an extent of the file at `path` (named in errors).
     /// Whether [`piece`] has `ext`'s bytes at hand (cached or kept) and need not fetch.
     ///
     /// [`piece`]: RestoreChunks::piece
@@ -276,6 +275,7 @@ impl<'a, S: ChunkSource> RestoreChunks<'a, S> {
                 .contains_key(&(ext.digest, ext.chunk_offset, ext.len))
     }
 
+    /// The bytes of `ext`, an extent of the file at `path` (named in errors).
     pub(crate) fn piece(&mut self, ext: &Extent, path: &[u8]) -> Result<Piece, RestoreError> {
         let chunk = match self.cache.get(&ext.digest) {
             Some(chunk) => chunk,

@@ -43,9 +43,9 @@ const WRITERS: usize = 2;
 /// writers busy.
 pub(crate) const QUEUE: usize = 8;
 /// Jobs sent to the writers at once, at most. Handing one job at a time woke a sleeping
-/// writer for nearly every small file (tens of thousands of wake-ups a second, a tenth of
-/// the CPU spent in the scheduler); the restorer gathers jobs and sends them together, and
-/// sends what it has before it may wait for a chunk ([`Writers::flush`]).
+/// writer for nearly every small file (15–20 thousand context switches a second in the
+/// bench's restore); the restorer gathers jobs and sends them together, and sends what it
+/// has before it may wait for a chunk ([`Writers::flush`]).
 const BATCH: usize = 32;
 /// Bytes of data in a batch at which it is sent without waiting for more jobs.
 const BATCH_BYTES: usize = 256 << 10;
