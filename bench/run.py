@@ -1287,8 +1287,8 @@ def measured(o: Tool, label: str, fn, cold: bool = False) -> Measure:
 
 def repeated_restores(tools: list[str], runs: int, one) -> dict[str, Measure]:
     """Each tool's restore `runs` times, the tools taking turns (every tool once, then again),
-    so that a slow minute of the machine falls on all of them; `one(tool, last)` runs and
-    checks one restore. A tool's result is its run of median wall time (the slower middle
+    so that a slow minute of the machine falls on all of them; `one(tool, is_last)` runs
+    and checks one restore. A tool's result is its run of median wall time (the slower middle
     one for an even count), with every run's wall time in its note; a failed run is the
     result instead."""
     done: dict[str, list[Measure]] = {t: [] for t in tools}
@@ -1470,7 +1470,7 @@ def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
     # The change wrote file data only: the free blocks are those of the start.
     info = ext4_info(img)
     ctx["free_after"] = info
-    def restore_one(t: str, last: bool) -> Measure:
+    def restore_one(t: str, is_last: bool) -> Measure:
         o = objs[t]
         target = (args.client_root / "image" if args.client_root else work / "restore") / t
         fresh_dir(target)
@@ -1507,7 +1507,7 @@ def run_image(args, tools: list[str], sources: list[Path], scratch: Path,
                 m.note = f"{why}; {alloc / MIB:.0f} MiB allocated"
             if not m.ok:
                 m.note = "verify FAILED: " + m.note
-        if not (args.keep and last):
+        if not (args.keep and is_last):
             shutil.rmtree(target, ignore_errors=True)
         return m
 
@@ -1952,7 +1952,7 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
     hashes: dict[str, str] = {}
     for t in tools:
         measure_backup(t, "changed", after.bytes)
-    def restore_one(t: str, last: bool) -> Measure:
+    def restore_one(t: str, is_last: bool) -> Measure:
         o = objs[t]
         target = (args.client_root / "files" if args.client_root else scratch / "restore") / t
         fresh_dir(target)
@@ -1963,7 +1963,7 @@ def run_files(args, tools: list[str], sources: list[Path], scratch: Path,
                                  args.seed, hashes)
             m.ok = ok
             m.note = ("verified: " if ok else "verify FAILED: ") + summary
-        if not (args.keep and last):
+        if not (args.keep and is_last):
             t1 = time.monotonic()
             shutil.rmtree(target, ignore_errors=True)
             log(f"removed {target} ({time.monotonic() - t1:.0f} s)")
