@@ -131,6 +131,18 @@ def chunk_files(box: Box) -> set[str]:
     return {p.name for p in root.glob("*/*") if p.is_file()}
 
 
+def chunk_bytes(box: Box) -> int:
+    """Bytes of the chunk files the box has stored (whole files only: writes in progress
+    live in the store's `tmp/`). A file may vanish while being looked at (GC)."""
+    total = 0
+    for p in (store_dir(box) / "chunks").glob("*/*"):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 # --- the agent -------------------------------------------------------------------------------
 
 class Agent:
